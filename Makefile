@@ -1,0 +1,61 @@
+# Two commands for a fresh machine (see README.md):
+#   make book   build the HTML book, executing every notebook  -> _build/html/index.html
+#   make test   run every test: unit, grading, notebooks (papermill + nbval), book build with -W
+# Each creates or updates .venv from the pins in requirements/pins.txt first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SHARED_DATA := $(abspath ../shared/data)
+# Data is looked for here first (then in the user cache, then downloaded).
+export TLCOURSE_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
+# Trained source models and decoded datasets are cached inside the checkout.
+export TLCOURSE_CACHE ?= $(CURDIR)/_build/cache
+export MPLBACKEND ?= Agg
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+PIN_HASH := $(shell cat requirements/pins.txt pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(PIN_HASH)
+JOBS ?= 2
+
+.PHONY: env book test unit notebooks nbval html exercises timings clean
+
+env: $(STAMP)
+
+$(STAMP): requirements/pins.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip==26.3"
+	$(PY) -m pip install --quiet -r requirements/pins.txt -e .
+	@rm -f $(VENV)/.installed-* && touch $@
+
+book: env
+	$(VENV)/bin/jupyter-book build . --builder html -W --keep-going
+	@echo "Open _build/html/index.html"
+
+# Unit tests and doctests, grading tests, and each notebook executed once with papermill.
+unit: env
+	$(PY) -m pytest -n $(JOBS) --dist load
+
+# nbval re-runs the executed notebooks and compares the outputs marked NBVAL_CHECK_OUTPUT.
+nbval: env
+	$(PY) -m pytest -n $(JOBS) --nbval-lax -p no:cacheprovider -o addopts="" -o testpaths="" \
+	    --nbval-current-env _build/executed/book _build/executed/solutions
+
+# The book from the notebooks executed above (their outputs are put in the book's cache).
+html: env
+	$(PY) -m tlcourse.notebooks seed-cache
+	$(VENV)/bin/jupyter-book build . --builder html -W --keep-going
+	$(PY) -m tlcourse.notebooks check-html
+
+test: unit nbval html
+	@echo "all tests passed"
+
+exercises: env
+	$(PY) -m tlcourse exercises
+
+timings: env
+	$(PY) -m tlcourse timings
+
+clean:
+	rm -rf _build

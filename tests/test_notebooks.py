@@ -1,0 +1,50 @@
+"""Every course notebook: stored without outputs, with a parameters cell, executed with papermill.
+
+The executed copies land in _build/executed/ (nbval re-checks them and the book build reuses them).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tlcourse.notebooks import course_notebooks, execute_notebook, time_limit
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = course_notebooks(ROOT)
+ALL_STORED = NOTEBOOKS + sorted(p.relative_to(ROOT) for p in ROOT.glob("exercises/*.ipynb"))
+# Kernels run side by side in CI (pytest -n 2, one thread each), which is slower than the quiet,
+# one-at-a-time setting of the budget in book/timings.md; allow for that, and no more.
+PARALLEL_SLACK = 1.5
+
+
+def test_course_has_notebooks():
+    assert any(p.parts[0] == "book" for p in NOTEBOOKS)
+    assert any(p.parts[0] == "solutions" for p in NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", ALL_STORED, ids=str)
+def test_stored_without_outputs(path):
+    nb = nbformat.read(ROOT / path, as_version=4)
+    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    assert not dirty, f"{path}: cells {dirty} have outputs; clear them before committing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
+def test_parameters_cell(path):
+    nb = nbformat.read(ROOT / path, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path}: needs exactly one cell tagged 'parameters'"
+    first_code = next(c for c in nb.cells if c.cell_type == "code")
+    assert first_code is tagged[0], f"{path}: the parameters cell must be the first code cell"
+    assert "GPU" in tagged[0].source, f"{path}: name the full-size GPU values beside the CPU defaults"
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
+def test_notebook_executes_within_budget(path):
+    record = execute_notebook(path, ROOT, threads=1)
+    assert record["seconds"] <= time_limit(path) * PARALLEL_SLACK, (
+        f"{path} took {record['seconds']:.0f} s, budget {time_limit(path):.0f} s "
+        f"(x{PARALLEL_SLACK} for parallel runs): make its CPU defaults smaller")
