@@ -89,3 +89,12 @@ def test_two_stage_trains_head_first_then_the_top_block_only():
     assert not all(torch.equal(v, net.block2.state_dict()[k]) for k, v in block2.items())
     with pytest.raises(ValueError, match="unfreeze_top"):
         two_stage_finetune(net, blocks=["block1"], head="head", train_loader=_data(), unfreeze_top=3)
+
+
+def test_fit_can_be_told_to_let_frozen_bn_drift():
+    torch.manual_seed(0)
+    net = freeze(Net(), ["block1", "block2"])
+    mean_before = net.block1[1].running_mean.clone()
+    fit(net, _data(), epochs=1, optimizer=torch.optim.SGD(net.head.parameters(), 0.1), progress=False,
+        frozen_bn_eval=False)
+    assert not torch.equal(mean_before, net.block1[1].running_mean)

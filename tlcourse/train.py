@@ -97,7 +97,8 @@ def _check_loader(loader: Iterable, name: str) -> None:
 def fit(model: nn.Module, train_loader: Iterable, *, epochs: int, optimizer: torch.optim.Optimizer,
         loss_fn: Callable | None = None, val_loader: Iterable | None = None,
         scheduler=None, early_stopping: int | None = None, amp: bool = False,
-        progress: bool = True, max_steps: int | None = None, desc: str = "train") -> History:
+        progress: bool = True, max_steps: int | None = None, desc: str = "train",
+        frozen_bn_eval: bool = True) -> History:
     """Train ``model`` and return its :class:`History`.
 
     Args:
@@ -112,6 +113,9 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int, optimizer: tor
         early_stopping: patience in epochs on the validation loss; the best weights are restored.
         amp: mixed precision (float16 + GradScaler on CUDA, bfloat16 autocast elsewhere).
         max_steps: stop after this many optimiser steps in total (quick smoke runs).
+        frozen_bn_eval: keep BatchNorm layers whose parameters are all frozen in inference mode
+            (see :mod:`tlcourse.finetune`). ``False`` reproduces the classic mistake of letting a
+            frozen base's running statistics drift; it exists for the chapter that shows it.
 
     >>> _ = torch.manual_seed(0)
     >>> x, y = torch.randn(64, 2), torch.randint(0, 2, (64,))
@@ -136,7 +140,8 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int, optimizer: tor
 
     for epoch in range(1, epochs + 1):
         model.train()
-        keep_frozen_batchnorm_in_eval(model)  # a frozen BatchNorm keeps its source statistics
+        if frozen_bn_eval:
+            keep_frozen_batchnorm_in_eval(model)  # a frozen BatchNorm keeps its source statistics
         start = time.perf_counter()
         total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(train_loader, desc=f"{desc} {epoch}/{epochs}", disable=not progress, leave=False)

@@ -1,0 +1,26 @@
+"""Shared test setup: seeded randomness, the offline data folder and a throw-away cache."""
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# Tests read the shared offline data beside the repository unless the caller points elsewhere.
+os.environ.setdefault("TLCOURSE_DATA", str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _tlcourse_cache(tmp_path_factory):
+    """Point TLCOURSE_CACHE at a per-session temporary folder so tests never write into ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TLCOURSE_CACHE", str(tmp_path_factory.mktemp("tlcourse-cache")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
