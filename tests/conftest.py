@@ -9,6 +9,9 @@ import torch
 
 # Tests read the shared offline data beside the repository unless the caller points elsewhere.
 os.environ.setdefault("TLCOURSE_DATA", str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+# Unit tests get a throw-away cache (below); notebook tests run like the book build and use the
+# cache the caller chose (the Makefile's _build/cache), remembered here.
+os.environ.setdefault("TLCOURSE_BOOK_CACHE", os.environ.get("TLCOURSE_CACHE", ""))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -4,11 +4,14 @@ The executed copies land in _build/executed/ (nbval re-checks them and the book 
 """
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from tlcourse.grading import load_questions
 from tlcourse.notebooks import course_notebooks, execute_notebook, time_limit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,8 +46,19 @@ def test_parameters_cell(path):
 
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=str)
-def test_notebook_executes_within_budget(path):
+def test_notebook_executes_within_budget(path, monkeypatch, tmp_path):
+    if os.environ.get("TLCOURSE_BOOK_CACHE"):
+        monkeypatch.setenv("TLCOURSE_CACHE", os.environ["TLCOURSE_BOOK_CACHE"])
+    # A solution ends with grader.check_all(); its results are logged here and must be full marks.
+    log = tmp_path / "grades.jsonl"
+    monkeypatch.setenv("TLCOURSE_GRADE_LOG", str(log))
     record = execute_notebook(path, ROOT, threads=1)
     assert record["seconds"] <= time_limit(path) * PARALLEL_SLACK, (
         f"{path} took {record['seconds']:.0f} s, budget {time_limit(path):.0f} s "
         f"(x{PARALLEL_SLACK} for parallel runs): make its CPU defaults smaller")
+    if path.parts[0] == "solutions":
+        chapter = path.name.split("-")[0]
+        results = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        passed = {r["question"] for r in results if r["chapter_id"] == chapter and r["passed"]}
+        expected = {q.name for q in load_questions(chapter)}
+        assert passed == expected, f"{path}: questions not passed by the solution: {sorted(expected - passed)}"
