@@ -142,7 +142,8 @@ def write_timings_table(records: list[dict], page: Path | str, note: str = "") -
     """Write the markdown page of notebook timings and return its text."""
     lines = ["# Notebook timings", "",
              "Seconds to execute each notebook with its CPU defaults (papermill, one notebook at a "
-             "time, on the reference machine: 2 CPU cores, no GPU). Refresh with `make timings`; "
+             "time, one CPU thread per kernel, on the reference machine: 2 cores, no GPU). Refresh "
+             "with `make timings`; "
              f"the budget is {CHAPTER_LIMIT_S:.0f} s per chapter and {SOLUTION_LIMIT_S:.0f} s per "
              "solution, and a notebook over budget is a bug.", ""]
     if note:
@@ -162,7 +163,8 @@ def main_timings(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tlcourse timings",
                                      description="Execute every notebook sequentially and rewrite book/timings.md.")
     parser.add_argument("--root", default=".")
-    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for each kernel")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="OMP_NUM_THREADS for each kernel (default 1, as in CI where two run side by side)")
     parser.add_argument("--note", default="", help="a line about the machine, added to the page")
     args = parser.parse_args(argv)
     records = []
