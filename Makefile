@@ -35,11 +35,11 @@ book: env
 
 # Unit tests and doctests, grading tests, and each notebook executed once with papermill.
 unit: env
-	$(PY) -m pytest -n $(JOBS) --dist load
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist load
 
 # nbval re-runs the executed notebooks and compares the outputs marked NBVAL_CHECK_OUTPUT.
 nbval: env
-	$(PY) -m pytest -n $(JOBS) --nbval-lax -p no:cacheprovider -o addopts="" -o testpaths="" \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadscope --nbval-lax -p no:cacheprovider -o addopts="" -o testpaths="" \
 	    --nbval-current-env _build/executed/book _build/executed/solutions
 
 # The book from the notebooks executed above (their outputs are put in the book's cache).
