@@ -12,7 +12,6 @@ SHARED_DATA := $(abspath ../shared/data)
 export TLCOURSE_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 # Trained source models and decoded datasets are cached inside the checkout.
 export TLCOURSE_CACHE ?= $(CURDIR)/_build/cache
-export MPLBACKEND ?= Agg
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 PIN_HASH := $(shell cat requirements/pins.txt pyproject.toml | sha256sum | cut -c1-12)

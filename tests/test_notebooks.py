@@ -56,6 +56,11 @@ def test_notebook_executes_within_budget(path, monkeypatch, tmp_path):
     assert record["seconds"] <= time_limit(path) * PARALLEL_SLACK, (
         f"{path} took {record['seconds']:.0f} s, budget {time_limit(path):.0f} s "
         f"(x{PARALLEL_SLACK} for parallel runs): make its CPU defaults smaller")
+    if path.parts[0] == "book":
+        executed = nbformat.read(ROOT / "_build" / "executed" / path, as_version=4)
+        figures = sum("image/png" in o.get("data", {}) for c in executed.cells
+                      if c.cell_type == "code" for o in c.outputs)
+        assert figures, f"{path} shows no figure: every chapter plots what it measures"
     if path.parts[0] == "solutions":
         chapter = path.name.split("-")[0]
         results = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []

@@ -61,19 +61,22 @@ def execute_notebook(path: Path | str, root: Path | str = ".", parameters: dict 
     src = root / path
     out = root / EXECUTED / path
     out.parent.mkdir(parents=True, exist_ok=True)
-    env_backup = os.environ.get("OMP_NUM_THREADS")
+    # The kernel inherits this process's environment: set its thread count, and drop a
+    # non-interactive MPLBACKEND (e.g. Agg from a test run), which would hide every figure.
+    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MPLBACKEND")}
     if threads is not None:
         os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ.pop("MPLBACKEND", None)
     start = time.perf_counter()
     try:
         pm.execute_notebook(str(src), str(out), parameters=parameters or None, cwd=str(src.parent),
                             kernel_name="python3", progress_bar=False, execution_timeout=timeout)
     finally:
-        if threads is not None:
-            if env_backup is None:
-                os.environ.pop("OMP_NUM_THREADS", None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
             else:
-                os.environ["OMP_NUM_THREADS"] = env_backup
+                os.environ[key] = value
     seconds = time.perf_counter() - start
     record = {"notebook": path.as_posix(), "seconds": round(seconds, 1), "limit": time_limit(path),
               "parameters": parameters or {}, "threads": threads or "default"}
