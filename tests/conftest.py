@@ -1,5 +1,7 @@
 """Shared test setup: seeded randomness, the offline data folder and a throw-away cache."""
 import os
+
+import torch._dynamo  # noqa: F401  (load before TensorFlow: Triton after TF segfaults here)
 import random
 from pathlib import Path
 
