@@ -18,7 +18,7 @@ PIN_HASH := $(shell cat requirements/pins.txt pyproject.toml | sha256sum | cut -
 STAMP := $(VENV)/.installed-$(PIN_HASH)
 JOBS ?= 2
 
-.PHONY: env book test unit notebooks nbval html exercises timings clean
+.PHONY: env book test unit notebooks nbval html exercises timings benchmarks clean
 
 env: $(STAMP)
 
@@ -55,6 +55,13 @@ exercises: env
 
 timings: env
 	$(PY) -m tlcourse timings
+
+# Reference benchmarks against published numbers (minutes; not part of `make test`):
+#   make benchmarks SETTING=full BENCH="dann_digits maml_sinusoid"   -> benchmarks/RESULTS.md
+SETTING ?= cpu
+BENCH ?=
+benchmarks: env
+	OMP_NUM_THREADS=1 $(PY) -m benchmarks $(BENCH) --setting $(SETTING)
 
 clean:
 	rm -rf _build
