@@ -4,25 +4,16 @@ import torch
 from tlcourse import runtime
 
 
-def test_cpu_when_nothing_else(monkeypatch):
+@pytest.mark.parametrize("cuda, mps, expected", [
+    (False, False, "cpu"),   # nothing else: the CPU
+    (True, True, "cuda"),    # CUDA is preferred over MPS
+    (False, True, "mps"),    # MPS before the CPU
+])
+def test_device_preference_order(monkeypatch, cuda, mps, expected):
     monkeypatch.delenv("TLCOURSE_DEVICE", raising=False)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(runtime, "_mps_available", lambda: False)
-    assert runtime.device() == torch.device("cpu")
-
-
-def test_cuda_preferred_over_mps(monkeypatch):
-    monkeypatch.delenv("TLCOURSE_DEVICE", raising=False)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(runtime, "_mps_available", lambda: True)
-    assert runtime.device() == torch.device("cuda")
-
-
-def test_mps_before_cpu(monkeypatch):
-    monkeypatch.delenv("TLCOURSE_DEVICE", raising=False)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(runtime, "_mps_available", lambda: True)
-    assert runtime.device() == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(runtime, "_mps_available", lambda: mps)
+    assert runtime.device() == torch.device(expected)
 
 
 def test_forced_device_that_is_missing_fails_loudly(monkeypatch):

@@ -8,7 +8,16 @@ The public API is chosen here; each concept lives in its own module:
 - ``features``: frozen feature extraction and linear probes
 - ``finetune``: freezing, BatchNorm, discriminative learning rates, two-stage fine-tuning
 - ``train``: the training loop (progress, history, early stopping, mixed precision)
+- ``transfer``: scratch versus transfer on small labelled subsets; ``forgetting``: what a
+  fine-tuned network keeps of its source task
+- ``distill``: knowledge distillation (Hinton et al., 2015)
+- ``dann``: domain-adversarial training (gradient reversal, DANN, CDAN)
+- ``meta``: MAML, prototypical networks, sinusoid and N-way K-shot task samplers
+- ``transferability``: LEEP, NCE, H-score, LogME
+- ``divergence``: proxy A-distance, MMD, KL/JS between domains
+- ``bounds``: the Ben-David et al. (2010) domain-adaptation bound, term by term
 - ``plots``: learning curves and confusion matrices
+- ``keras_zoo``: the Keras twins of the course's source models
 - ``grading``: instant feedback in exercise notebooks and a notebook grader
 """
 from .runtime import device, seed_everything
