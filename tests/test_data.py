@@ -203,6 +203,7 @@ EXPECTED = {  # (name, split): (N, C, H, W, number of classes)
     ("usps", "test"): (2007, 1, 16, 16, 10),
     ("mnist_m", "test"): (9001, 3, 32, 32, 10),
     ("sklearn_digits", "all"): (1797, 1, 8, 8, 10),
+    ("omniglot", "all"): (4840, 1, 28, 28, 242),
 }
 
 
@@ -290,6 +291,70 @@ def test_image_data_is_frozen_and_validated():
         ImageData(d.images.astype(np.float64), d.labels, d.classes, "x", "all")
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
         ImageData(d.images, d.labels, ("0", "1", "2"), "x", "all")
+
+
+OMNIGLOT_ZIPS = ("omniglot/images_background_small1.zip", "omniglot/images_background_small2.zip")
+
+
+def test_omniglot_counts_alphabets_and_drawers():
+    d = load("omniglot", "all")
+    alphabets = [name.split("/")[0] for name in d.classes]
+    assert {a: alphabets.count(a) for a in set(alphabets)} == {
+        "Balinese": 24, "Early_Aramaic": 22, "Greek": 24, "Korean": 40, "Latin": 26,
+        "Japanese_(katakana)": 47, "Sanskrit": 42, "Tagalog": 17}
+    assert len(set(d.classes)) == 242 and list(d.classes) == sorted(d.classes)
+    assert np.bincount(d.labels).tolist() == [20] * 242  # every character drawn by 20 people
+    assert d.classes[0] == "Balinese/character01"
+    # Labels group drawings of one character: the mean of 10 drawers finds the other 10's mean.
+    halves = d.images.reshape(242, 2, 10, 28 * 28).mean(2)
+    halves -= halves.mean(2, keepdims=True)
+    halves /= np.linalg.norm(halves, axis=2, keepdims=True)
+    assert np.mean(np.argmax(halves[:, 0] @ halves[:, 1].T, 1) == np.arange(242)) > 0.4  # 0.61; chance 1/242
+
+
+def test_omniglot_shared_alphabets_are_identical_in_both_zips(shared_data):
+    import zipfile
+
+    small1, small2 = (zipfile.ZipFile(shared_data / f) for f in OMNIGLOT_ZIPS)
+    inner = [{m.split("/", 1)[1]: m for m in z.namelist() if m.endswith(".png")} for z in (small1, small2)]
+    common = inner[0].keys() & inner[1].keys()
+    assert {name.split("/")[0] for name in common} == {"Greek", "Latin"} and len(common) == 50 * 20
+    assert all(small1.read(inner[0][n]) == small2.read(inner[1][n]) for n in common)
+    assert len(inner[0]) + len(inner[1]) - len(common) == 4840
+
+
+def test_omniglot_decoding_white_strokes_at_28(shared_data):
+    import zipfile
+
+    from PIL import Image
+
+    d = load("omniglot", "all")
+    with zipfile.ZipFile(shared_data / OMNIGLOT_ZIPS[0]) as z:
+        first = sorted(m for m in z.namelist() if m.startswith("images_background_small1/Balinese/"
+                                                               "character01/") and m.endswith(".png"))[0]
+        paper = np.asarray(Image.open(io.BytesIO(z.read(first))))  # True on the white paper
+    strokes = resize(torch.from_numpy((~paper).astype(np.float32))[None, None], 28)[0, 0].numpy()
+    np.testing.assert_allclose(d.images[0, 0], strokes, atol=0.5 / 255 + 1e-6)
+    assert np.median(d.images) == 0.0  # the background is black
+
+
+@pytest.mark.parametrize("corrupt", [0, 1])
+def test_omniglot_checks_both_zips(shared_data, empty_dirs, corrupt):
+    data, _ = empty_dirs
+    for i, relpath in enumerate(OMNIGLOT_ZIPS):
+        _copy(shared_data / relpath, data, relpath, flip_byte=1000 if i == corrupt else None)
+    with pytest.raises(DataError, match="checksum mismatch for " + OMNIGLOT_ZIPS[corrupt]):
+        load("omniglot", "all")
+
+
+def test_omniglot_missing_zip_says_what_to_do(shared_data, empty_dirs, monkeypatch):
+    data, _ = empty_dirs
+    _copy(shared_data / OMNIGLOT_ZIPS[0], data, OMNIGLOT_ZIPS[0])
+    monkeypatch.setattr(urllib.request, "urlopen",
+                        lambda *a, **k: (_ for _ in ()).throw(urllib.error.URLError("offline")))
+    with pytest.raises(DataError, match=f"{OMNIGLOT_ZIPS[1]} is not in TLCOURSE_DATA .*"
+                                        "set TLCOURSE_DATA to a folder that holds it"):
+        load("omniglot", "all")
 
 
 def test_sklearn_digits_scaled_by_16():

@@ -203,3 +203,24 @@ def test_distill_runs_with_bfloat16_autocast_and_checks_inputs():
         distill(student, teacher, [], epochs=1, optimizer=opt, temperature=2.0, alpha=0.5, progress=False)
     with pytest.raises(ValueError, match="temperature"):
         distill(student, teacher, make_loader(x, y, 16), epochs=1, optimizer=opt, temperature=0, alpha=0.5)
+
+
+def test_stored_teacher_logits_replace_the_teacher_call():
+    x, y = _blobs(96, seed=2)
+    torch.manual_seed(0)
+    teacher = nn.Linear(2, 3)
+    stored = predict(teacher, x)
+    runs = []
+    for teacher_arg, dataset in ((teacher, torch.utils.data.TensorDataset(x, y)),
+                                 (None, torch.utils.data.TensorDataset(x, y, stored))):
+        torch.manual_seed(1)
+        student = nn.Linear(2, 3)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=16)
+        h = distill(student, teacher_arg, loader, epochs=2, temperature=3.0, alpha=0.7, progress=False,
+                    optimizer=torch.optim.SGD(student.parameters(), lr=0.1))
+        runs.append((h["train_loss"], student.weight.detach().clone()))
+    assert runs[0][0] == pytest.approx(runs[1][0], rel=1e-6)
+    assert torch.allclose(runs[0][1], runs[1][1], atol=1e-6)
+    with pytest.raises(ValueError, match="teacher_logits"):
+        distill(nn.Linear(2, 3), None, make_loader(x, y, 16), epochs=1, temperature=2.0, alpha=0.5,
+                optimizer=torch.optim.SGD(teacher.parameters(), lr=0.1), progress=False)

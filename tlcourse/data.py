@@ -317,6 +317,44 @@ def _decode_mnist_m(paths: list[Path], split: str) -> tuple[np.ndarray, np.ndarr
     return images.transpose(0, 3, 1, 2), np.array([int(label) for _, label in rows])
 
 
+def _omniglot_members(paths: list[Path]) -> dict[tuple[str, str], list[tuple[Path, str]]]:
+    """Each distinct (alphabet, character) with its drawings as (zip path, member name), sorted.
+
+    The zips hold ``<folder>/<alphabet>/<character>/<image id>_<drawer>.png``. Greek and Latin sit
+    in both small zips under the same names with byte-identical PNGs (tests/test_data.py checks it
+    on the registered bytes), so the first copy of each name is kept.
+    """
+    drawings: dict[tuple[str, str], dict[str, tuple[Path, str]]] = {}
+    for path in paths:
+        with zipfile.ZipFile(path) as z:
+            for member in z.namelist():
+                parts = member.split("/")
+                if len(parts) == 4 and parts[3].endswith(".png"):
+                    drawings.setdefault((parts[1], parts[2]), {}).setdefault(parts[3], (path, member))
+    return {key: [drawings[key][png] for png in sorted(drawings[key])] for key in sorted(drawings)}
+
+
+def _omniglot_classes(paths: list[Path]) -> tuple[str, ...]:
+    return tuple(f"{alphabet}/{character}" for alphabet, character in _omniglot_members(paths))
+
+
+def _decode_omniglot(paths: list[Path], split: str) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    members = _omniglot_members(paths)
+    zips = {path: zipfile.ZipFile(path) for path in paths}
+    try:
+        # Mode "1" PNGs: True is the white paper. Invert so strokes are 1 on 0, as in MNIST.
+        strokes = np.stack([~np.asarray(Image.open(io.BytesIO(zips[path].read(member))).convert("1"))
+                            for drawings in members.values() for path, member in drawings])
+    finally:
+        for z in zips.values():
+            z.close()
+    labels = np.repeat(np.arange(len(members)), [len(d) for d in members.values()])
+    small = resize(torch.from_numpy(strokes[:, None].astype(np.float32)), _OMNIGLOT_SIZE).numpy()
+    return np.round(np.clip(small, 0.0, 1.0) * 255).astype(np.uint8), labels
+
+
 def _decode_sklearn_digits(paths: list[Path], split: str) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
@@ -328,7 +366,7 @@ def _decode_sklearn_digits(paths: list[Path], split: str) -> tuple[np.ndarray, n
 class _Dataset:
     splits: tuple[str, ...]
     files: tuple[str, ...]
-    classes: tuple[str, ...]
+    classes: tuple[str, ...] | Callable[[list[Path]], tuple[str, ...]]  # or read from the files
     decode: Callable[[list[Path], str], tuple[np.ndarray, np.ndarray]]
     unavailable: Mapping[str, str] = field(default_factory=dict)
 
@@ -349,7 +387,11 @@ _DATASETS: dict[str, _Dataset] = {
     "mnist_m": _Dataset(("test",), ("mnist_m/mnist_m_test_png.zip",
                                     "mnist_m/mnist_m_test_labels.txt"), _DIGITS, _decode_mnist_m),
     "sklearn_digits": _Dataset(("all",), (), _DIGITS, _decode_sklearn_digits),
+    "omniglot": _Dataset(("all",), ("omniglot/images_background_small1.zip",
+                                    "omniglot/images_background_small2.zip"),
+                         _omniglot_classes, _decode_omniglot),
 }
+_OMNIGLOT_SIZE = 28  # Vinyals et al. (2016) and Snell et al. (2017) shrink the 105x105 drawings to 28x28
 _DECODER_VERSION = "1"  # bump when a decoder changes, so stale .npz caches are not reused
 
 
@@ -375,11 +417,27 @@ def load(name: str, split: str = "test") -> ImageData:
                                  2007
     mnist_m          test        9001    3x32x32    Ganin & Lempitsky (2015); item i is MNIST i
     sklearn_digits   all         1797    1x8x8      UCI digits via scikit-learn, scaled by 1/16
+    omniglot         all         4840    1x28x28    Lake et al. (2015), 242 characters x 20
     ===============  ==========  ======  =========  ===========================================
 
-    All digits are white on black and upright, as in MNIST. Raises ``ValueError`` for an unknown
-    name or split and :class:`DataError` when a source file is missing or corrupt.
+    All digits are white on black and upright, as in MNIST.
 
+    **omniglot** (Lake, Salakhutdinov & Tenenbaum, 2015, "Human-level concept learning through
+    probabilistic program induction", Science) is read from the two "small" background zips of
+    the authors' repository: 8 distinct alphabets and 242 distinct characters, each drawn once by
+    20 people (small1 holds 5 alphabets / 136 characters, small2 5 / 156; Greek (24 characters)
+    and Latin (26) are in both, with identical files, and are kept once). The 105x105 black-on-white
+    drawings are inverted to white strokes on black and shrunk to 28x28 with antialiased
+    bilinear interpolation (:func:`resize`), then stored as multiples of 1/255. Label ``k`` is a
+    character; ``classes[k]`` is ``"<alphabet>/<character>"`` (e.g. ``"Greek/character01"``), in
+    sorted order, so ``classes[k].split("/")[0]`` is its alphabet: split characters by alphabet
+    with :func:`tlcourse.meta.episodes.split_by_alphabet`.
+
+    Raises ``ValueError`` for an unknown name or split and :class:`DataError` when a source file
+    is missing or corrupt.
+
+    >>> load("omniglot", "all").classes[23:25]
+    ('Balinese/character24', 'Early_Aramaic/character01')
     >>> load("usps", split="validation")
     Traceback (most recent call last):
     ValueError: usps has no split 'validation'; its splits are ('train', 'test')
@@ -394,8 +452,10 @@ def load(name: str, split: str = "test") -> ImageData:
     images, labels = _decoded(name, split, spec)
     if images.dtype == np.uint8:
         images = np.divide(images, 255, dtype=np.float32)
+    classes = spec.classes([fetch_file(f) for f in spec.files]) if callable(spec.classes) \
+        else spec.classes
     return ImageData(np.ascontiguousarray(images, dtype=np.float32), labels.astype(np.int64),
-                     spec.classes, name, split)
+                     classes, name, split)
 
 
 def _decoded(name: str, split: str, spec: _Dataset) -> tuple[np.ndarray, np.ndarray]:

@@ -160,7 +160,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return loss
 
 
-def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *, epochs: int,
+def distill(student: nn.Module, teacher: nn.Module | None, train_loader: Iterable, *, epochs: int,
             optimizer: torch.optim.Optimizer, temperature: float, alpha: float,
             val_loader: Iterable | None = None, progress: bool = True, amp: bool = False) -> History:
     """Train ``student`` on :func:`distillation_loss` against a frozen ``teacher``; return its History.
@@ -171,6 +171,12 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *, e
     in the mode it was in afterwards and never changes. Both models must already sit on the same
     device (the student's device is used; nothing is moved behind your back).
 
+    **Stored teacher logits.** A batch may also be a triple ``(x, y, teacher_logits)``: the stored
+    logits (N, C) are then used instead of calling the teacher, and ``teacher`` may be ``None``.
+    This is Hinton et al.'s *transfer set* labelled once by the teacher; it saves one teacher
+    forward pass per batch and epoch, which dominates when the teacher is much larger than the
+    student. Compute the logits in eval mode (e.g. with :func:`tlcourse.train.predict`).
+
     The rows match :func:`tlcourse.train.fit`: ``epoch``, ``train_loss`` (the distillation loss),
     ``train_acc`` (student vs. labels), ``train_agreement`` (fraction of training examples where the
     student's and the teacher's top class agree), ``val_loss``/``val_acc`` (plain cross-entropy and
@@ -178,8 +184,9 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *, e
 
     Args:
         student: maps ``x`` (N, ...) to logits (N, C); it is trained.
-        teacher: maps the same ``x`` to logits (N, C); it is only evaluated.
-        train_loader: yields ``(x, y)`` with ``y`` (N,) integer classes.
+        teacher: maps the same ``x`` to logits (N, C); it is only evaluated. ``None`` when every
+            batch carries stored teacher logits.
+        train_loader: yields ``(x, y)`` with ``y`` (N,) integer classes, or ``(x, y, teacher_logits)``.
         epochs: passes over ``train_loader`` (``>= 0``).
         optimizer: over the student's trainable parameters.
         temperature, alpha: as in :func:`distillation_loss`.
@@ -206,7 +213,8 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *, e
     if student is teacher:
         raise ValueError("student and teacher must be different modules")
     _check_loader(train_loader, "train_loader")
-    device, teacher_device = model_device(student), model_device(teacher)
+    device = model_device(student)
+    teacher_device = device if teacher is None else model_device(teacher)
     if device != teacher_device:
         raise ValueError(f"student is on {device} but teacher is on {teacher_device}: move them to the "
                          "same device first (e.g. teacher.to(tlcourse.train.model_device(student)))")
@@ -215,8 +223,9 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *, e
 
     from .finetune import keep_frozen_batchnorm_in_eval
 
-    teacher_was_training = teacher.training
-    teacher.eval()  # dropout off and BatchNorm running statistics frozen: the teacher is fixed
+    teacher_was_training = teacher is not None and teacher.training
+    if teacher is not None:
+        teacher.eval()  # dropout off and BatchNorm running statistics frozen: the teacher is fixed
     try:
         for epoch in range(1, epochs + 1):
             student.train()
@@ -224,10 +233,19 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *, e
             start = time.perf_counter()
             total_loss, correct, agree, seen = 0.0, 0, 0, 0
             bar = tqdm(train_loader, desc=f"distill {epoch}/{epochs}", disable=not progress, leave=False)
-            for x, y in bar:
+            for batch in bar:
+                if len(batch) == 3:
+                    x, y, teacher_logits = batch
+                    teacher_logits = teacher_logits.to(device, non_blocking=True).float()
+                elif teacher is None:
+                    raise ValueError("teacher is None, so every batch must be (x, y, teacher_logits); "
+                                     f"got a batch of {len(batch)} items")
+                else:
+                    x, y = batch
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with torch.no_grad(), _autocast(device, amp):
-                    teacher_logits = teacher(x).float()
+                if len(batch) != 3:
+                    with torch.no_grad(), _autocast(device, amp):
+                        teacher_logits = teacher(x).float()
                 optimizer.zero_grad(set_to_none=True)
                 with _autocast(device, amp):
                     logits = student(x)
@@ -252,7 +270,8 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *, e
             row["seconds"] = time.perf_counter() - start
             history.rows.append(row)
     finally:
-        teacher.train(teacher_was_training)
+        if teacher is not None:
+            teacher.train(teacher_was_training)
     if history.rows:
         history.best_epoch = history.rows[-1]["epoch"]
     return history
