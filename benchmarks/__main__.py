@@ -20,8 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in args.names if n not in registry]
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; known: {', '.join(registry)}")
+    missing = [n for n in args.names if args.setting not in registry[n].settings]
+    if missing:
+        parser.error(f"{', '.join(missing)} has no {args.setting!r} setting; its settings: "
+                     + "; ".join(f"{n}: {', '.join(registry[n].settings)}" for n in missing))
     if not args.table_only:
-        for name in args.names or list(registry):
+        # Without names, every benchmark that has the setting (maml_omniglot has no cpu setting).
+        names = args.names or [n for n, b in registry.items() if args.setting in b.settings]
+        for name in names:
             record = run_benchmark(registry[name], args.setting, args.seeds, threads=args.threads or None)
             if args.setting != "smoke":
                 print(f"wrote {save_result(record)}")

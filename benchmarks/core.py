@@ -28,7 +28,9 @@ class Metric:
 
     ``anchor`` is the published value it is set beside (``None`` when the paper has none),
     ``scale`` multiplies the raw value for display (100 for accuracies kept as fractions), and
-    ``unit`` is printed after it.
+    ``unit`` is printed after it. An ``optional`` metric may be absent from a setting (say, a
+    per-model row for a model that only the larger settings include); it is then left out of
+    that setting's summary and table instead of being an error.
     """
 
     name: str
@@ -37,6 +39,7 @@ class Metric:
     scale: float = 1.0
     unit: str = ""
     digits: int = 1
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,14 +130,17 @@ def run_benchmark(bench: Benchmark, setting: str, seeds: Sequence[int] | None = 
         start = time.perf_counter()
         values = dict(bench.run(params, seed))
         seconds.append(time.perf_counter() - start)
-        missing = [m.name for m in bench.metrics if m.name not in values]
+        missing = [m.name for m in bench.metrics if m.name not in values and not m.optional]
         if missing:
             raise RuntimeError(f"benchmark {bench.name!r} did not return the metrics {missing}")
         per_seed.append({k: float(v) for k, v in values.items()})
-        shown = ", ".join(f"{m.name}={values[m.name] * m.scale:.{m.digits}f}" for m in bench.metrics)
+        shown = ", ".join(f"{m.name}={values[m.name] * m.scale:.{m.digits}f}" for m in bench.metrics
+                          if m.name in values)
         log(f"[{bench.name}/{setting}] seed {seed}: {shown} ({seconds[-1]:.1f} s)")
     summary = {}
     for m in bench.metrics:
+        if not all(m.name in r for r in per_seed):
+            continue  # an optional metric this setting does not produce
         mean, std = summarise([r[m.name] for r in per_seed])
         summary[m.name] = {"mean": mean, "std": std}
     means = {k: v["mean"] for k, v in summary.items()}
@@ -191,6 +197,10 @@ def render_table(records: Sequence[dict], registry: Mapping[str, Benchmark] | No
         lines += [f"## {bench.title}", "", f"Published: {bench.anchor}", ""]
         if not recs:
             lines += ["Not run yet.", ""]
+        if "cpu" not in bench.settings:
+            lines += [f"No cpu setting: too slow for a CPU. Run it on a GPU with "
+                      f"`make benchmarks SETTING=full BENCH={name}`.", ""]
+        if not recs:
             continue
         for rec in recs:
             secs = rec["seconds"]
@@ -199,6 +209,8 @@ def render_table(records: Sequence[dict], registry: Mapping[str, Benchmark] | No
                       f"{statistics.fmean(secs):.0f} s per seed on {rec['machine']}, {rec['date']}.", "",
                       "| metric | ours | published |", "|---|---|---|"]
             for m in bench.metrics:
+                if m.name not in rec["summary"]:
+                    continue
                 s = rec["summary"][m.name]
                 anchor = "" if m.anchor is None else _fmt(m.anchor, m)
                 lines.append(f"| {m.label} | {_fmt(s['mean'], m)} ± {_fmt(s['std'], m)} | {anchor} |")

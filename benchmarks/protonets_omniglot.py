@@ -23,21 +23,14 @@ SETTINGS = {
 
 
 def run(params: Mapping, seed: int) -> dict[str, float]:
-    from tlcourse.data import load
-    from tlcourse.meta.episodes import rotate_classes, split_by_alphabet
+    from tlcourse.meta.episodes import omniglot_by_alphabet
     from tlcourse.meta.protonets import conv4_embedding, evaluate_protonet, train_protonet
     from tlcourse.runtime import device
 
-    data = load("omniglot", "all")
-    images, labels = data.to_tensors()
-    split = split_by_alphabet(data.classes)
-    train_classes = list(split.background)
-    if params["rotations"]:
-        # Rotated test characters are made too but never sampled: only background ids are passed.
-        images, labels = rotate_classes(images, labels, len(data.classes))
-        train_classes = [c + r * len(data.classes) for r in range(4) for c in split.background]
+    omni = omniglot_by_alphabet(rotations=params["rotations"])
+    train_classes, labels = omni.train_classes, omni.labels
     where = device()
-    images = images.to(where)
+    images = omni.images.to(where)
 
     def trained(shots: int) -> torch.nn.Module:
         torch.manual_seed(seed)
@@ -53,7 +46,7 @@ def run(params: Mapping, seed: int) -> dict[str, float]:
     out = {}
     for shots, net in nets.items():
         result = evaluate_protonet(net, images, labels, ways=5, shots=shots, queries=15,
-                                   episodes=params["test_episodes"], classes=split.evaluation,
+                                   episodes=params["test_episodes"], classes=omni.test_classes,
                                    seed=1000 + seed)
         out[f"acc_5w{shots}s"], out[f"ci95_5w{shots}s"] = result.mean, result.ci95
     return out

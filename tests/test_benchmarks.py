@@ -68,4 +68,30 @@ def test_smoke_setting_runs(name):
         assert bench.describe(params).endswith("."), "describe() should return a sentence"
     rec = run_benchmark(bench, "smoke", seeds=[0], log=lambda _: None)
     for m in bench.metrics:
+        if m.optional and m.name not in rec["summary"]:
+            continue
         assert math.isfinite(rec["summary"][m.name]["mean"]), m.name
+    assert any(m.name in rec["summary"] for m in bench.metrics if m.optional) or \
+        not any(m.optional for m in bench.metrics), "no optional metric was produced at all"
+
+
+def test_a_benchmark_without_a_cpu_setting_says_how_to_run_it(capsys):
+    from benchmarks.__main__ import main
+
+    gpu_only = Benchmark(**{**TOY.__dict__, "name": "gpu_only", "settings": {"smoke": {"scale": 1.0},
+                                                                            "full": {"scale": 3.0}}})
+    assert "No cpu setting" in render_table([], {"gpu_only": gpu_only})
+    assert "No cpu setting" not in render_table([], {"toy": TOY})
+    assert "cpu" not in core.benchmarks()["maml_omniglot"].settings
+    with pytest.raises(SystemExit):
+        main(["maml_omniglot", "--setting", "cpu"])
+    assert "maml_omniglot has no 'cpu' setting" in capsys.readouterr().err
+
+
+def test_optional_metrics_may_be_absent_but_required_ones_may_not():
+    optional = Benchmark(**{**TOY.__dict__, "metrics": (*TOY.metrics, Metric("extra", "extra", optional=True))})
+    rec = run_benchmark(optional, "cpu", seeds=[0, 1], log=lambda _: None)
+    assert "extra" not in rec["summary"] and "| extra |" not in render_table([rec], {"toy": optional})
+    present = Benchmark(**{**optional.__dict__, "run": lambda s, seed: {**_toy(s, seed), "extra": 2.0}})
+    rec = run_benchmark(present, "cpu", seeds=[0, 1], log=lambda _: None)
+    assert "| extra | 2.0 ± 0.0 |  |" in render_table([rec], {"toy": present})

@@ -5,19 +5,11 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.svm import LinearSVC
-from threadpoolctl import threadpool_limits
 
 from tlcourse.bounds import BoundTerms, ben_david_bound, bound_over_shifts, rotated_blobs
 from tlcourse.divergence import default_domain_classifier
 
 ANGLES = list(range(0, 181, 15))
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Hundreds of tiny logistic regressions only pay for extra BLAS/OpenMP threads."""
-    with threadpool_limits(limits=1):
-        yield
 
 
 def test_identical_domains_have_no_divergence_term():

@@ -14,19 +14,6 @@ from tlcourse.train import evaluate, fit, make_loader
 FAST = settings(max_examples=25, deadline=None)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run these tiny models on one thread, then restore the setting.
-
-    With two intra-op threads on a busy two-core machine every small kernel waits for a thread
-    that another process holds: the training tests then take 10-50x longer than on one thread.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_reversed_gradient_of_a_sum_is_minus_lambda():
     x = torch.randn(4, 3, requires_grad=True)
     grad_reverse(x, 0.5).sum().backward()

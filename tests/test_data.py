@@ -1,5 +1,4 @@
 """Tests for tlcourse.data: the registry, the lookup order, checksums, downloads and every dataset."""
-import hashlib
 import io
 import os
 import urllib.error

@@ -13,19 +13,6 @@ from tlcourse.train import make_loader, predict
 FAST = settings(max_examples=25, deadline=None)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run these tiny models on one thread, then restore the setting.
-
-    With two intra-op threads on a busy two-core machine every small kernel waits for a thread
-    that another process holds: the training tests then take 10-50x longer than on one thread.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _logits(n=6, c=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     return (2 * torch.randn(n, c, generator=g), 2 * torch.randn(n, c, generator=g),

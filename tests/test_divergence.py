@@ -12,23 +12,12 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
-from threadpoolctl import threadpool_limits
 
 from tlcourse.divergence import (histogram_divergence, js_divergence, kl_divergence,
                                  median_heuristic_bandwidths, mmd2_biased, mmd2_unbiased,
                                  proxy_a_distance)
 
 BANDWIDTHS = [0.5, 1.0, 2.0]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Problems this small only pay for extra threads (as `make unit` does with OMP_NUM_THREADS=1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
 
 
 def _gaussians(n, shift=0.0, d=2, seed=0):

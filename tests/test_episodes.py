@@ -225,3 +225,18 @@ def test_evaluate_episodes_counts_correct_queries():
                              episodes=30).mean == pytest.approx(0.25)  # one class in four
     with pytest.raises(ValueError, match=r"predict must return scores of shape \(T, N\*Q, N\)"):
         evaluate_episodes(lambda xs, ys, xq: xq, items, labels, ways=4, shots=1, queries=3, episodes=4)
+
+
+def test_omniglot_by_alphabet_keeps_test_characters_out_of_training():
+    from tlcourse.meta.episodes import omniglot_by_alphabet
+
+    rotated, plain = omniglot_by_alphabet(rotations=True), omniglot_by_alphabet(rotations=False)
+    n = len(plain.split.background) + len(plain.split.evaluation)
+    assert n == 242 and len(plain.train_classes) == 179 and plain.test_classes == plain.split.evaluation
+    assert rotated.test_classes == plain.test_classes and len(rotated.train_classes) == 4 * 179
+    assert not {c % n for c in rotated.train_classes} & set(rotated.test_classes)
+    # Class c + r * n holds the drawings of character c turned by r * 90 degrees.
+    c = plain.train_classes[5]
+    for r in (1, 3):
+        turned = rotated.images[rotated.labels == c + r * n]
+        assert torch.equal(turned, torch.rot90(plain.images[plain.labels == c], r, dims=(2, 3)))

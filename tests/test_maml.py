@@ -15,15 +15,6 @@ from tlcourse.meta.sinusoid import sample_sinusoid_tasks, sinusoid_mlp, sinusoid
 FAST = settings(max_examples=25, deadline=None)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread on a shared machine; restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _tiny_model(seed=0):
     """A smooth (tanh) 2-3-1 network in float64: its Hessian is dense, so second-order terms matter."""
     torch.manual_seed(seed)
@@ -265,6 +256,19 @@ def test_evaluation_curve_equals_adapt_then_query_loss():
     assert means["loss"] == pytest.approx(curve["loss"].mean(0).tolist())
     chunked = evaluate_adaptation(model, tasks, F.mse_loss, steps=3, inner_lr=0.2, chunk_size=2)
     assert chunked["loss"] == pytest.approx(means["loss"])
+    looped = evaluate_adaptation(model, tasks, F.mse_loss, steps=3, inner_lr=0.2, per_task=True,
+                                 batching="loop")
+    assert torch.allclose(looped["loss"], curve["loss"])
+    with pytest.raises(ValueError, match="batching must be"):
+        evaluate_adaptation(model, tasks, F.mse_loss, batching="threads")
+
+
+def test_evaluation_accuracy_is_the_same_looped_or_vmapped():
+    model, tasks = _conv_net(), _episodes()
+    curves = [evaluate_adaptation(model, tasks, F.cross_entropy, steps=2, inner_lr=0.4, accuracy=True,
+                                  per_task=True, batching=b) for b in ("vmap", "loop")]
+    assert torch.allclose(curves[0]["loss"], curves[1]["loss"], atol=1e-5)
+    assert torch.equal(curves[0]["accuracy"], curves[1]["accuracy"])
 
 
 def test_evaluation_with_zero_steps_is_the_unadapted_loss():

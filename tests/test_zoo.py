@@ -24,16 +24,6 @@ from tlcourse.runtime import seed_everything
 TINY = dict(epochs=1, max_steps=3, batch_size=32)  # a few batches: enough to move every weight
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a CPU shared with other jobs, two OpenMP threads oversubscribe it and
-    the digit CNN's training took 20x longer (68 s instead of 3.6 s) in our measurements."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     """A fresh model cache; decoded data stays in the session's TLCOURSE_CACHE when it is set."""

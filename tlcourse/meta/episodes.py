@@ -37,9 +37,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-__all__ = ["Episode", "EpisodeIndices", "AlphabetSplit", "EpisodeAccuracy", "EVALUATION_ALPHABETS",
-           "sample_episode_indices", "sample_episodes", "split_by_alphabet", "rotate_classes",
-           "mean_confidence_interval", "evaluate_episodes"]
+__all__ = ["Episode", "EpisodeIndices", "AlphabetSplit", "OmniglotByAlphabet", "EpisodeAccuracy",
+           "EVALUATION_ALPHABETS", "sample_episode_indices", "sample_episodes", "split_by_alphabet",
+           "rotate_classes", "omniglot_by_alphabet", "mean_confidence_interval", "evaluate_episodes"]
 
 
 class Episode(NamedTuple):
@@ -277,6 +277,47 @@ def rotate_classes(images: torch.Tensor, labels, num_classes: int) -> tuple[torc
         raise ValueError(f"labels must lie in [0, num_classes={num_classes}), got {int(labels.max())}")
     rotated = torch.cat([torch.rot90(images, r, dims=(2, 3)) for r in range(4)])
     return rotated, torch.cat([labels + r * num_classes for r in range(4)])
+
+
+class OmniglotByAlphabet(NamedTuple):
+    """Omniglot ready for episodes: ``images`` (M, 1, 28, 28) in [0, 1] and ``labels`` (M,), the
+    class ids to train on (``train_classes``) and to test on (``test_classes``), and the
+    :class:`AlphabetSplit` of the 242 characters they come from."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    train_classes: tuple[int, ...]
+    test_classes: tuple[int, ...]
+    split: AlphabetSplit
+
+
+def omniglot_by_alphabet(rotations: bool = True,
+                         evaluation: Sequence[str] = EVALUATION_ALPHABETS) -> OmniglotByAlphabet:
+    """Load Omniglot (``tlcourse.data.load("omniglot", "all")``) split by alphabet for episodes.
+
+    The characters of the ``evaluation`` alphabets are the test classes, those of every other
+    alphabet the training classes (:func:`split_by_alphabet`). With ``rotations`` (Vinyals et al.,
+    2016; Snell et al., 2017) every image is also rotated by 90, 180 and 270 degrees
+    (:func:`rotate_classes`), and the rotated copies of the *training* characters become extra
+    training classes (179 -> 716 by default); the test classes stay the 63 unrotated characters.
+    Rotated test characters exist in ``images`` but are in neither list, so an episode sampler
+    given ``classes=train_classes`` or ``classes=test_classes`` never touches them.
+
+    >>> omni = omniglot_by_alphabet()
+    >>> len(omni.train_classes), len(omni.test_classes), tuple(omni.images.shape)
+    (716, 63, (19360, 1, 28, 28))
+    """
+    from ..data import load
+
+    data = load("omniglot", "all")
+    images, labels = data.to_tensors()
+    split = split_by_alphabet(data.classes, evaluation)
+    train_classes = split.background
+    if rotations:
+        n = len(data.classes)
+        images, labels = rotate_classes(images, labels, n)
+        train_classes = tuple(c + r * n for r in range(4) for c in split.background)
+    return OmniglotByAlphabet(images, labels, train_classes, split.evaluation, split)
 
 
 def mean_confidence_interval(values) -> tuple[float, float]:

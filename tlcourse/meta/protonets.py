@@ -49,7 +49,8 @@ __all__ = ["conv4_embedding", "prototypes", "prototype_logits", "protonet_logits
            "train_protonet", "evaluate_protonet"]
 
 
-def conv4_embedding(in_channels: int = 1, hidden: int = 64, out_channels: int = 64) -> nn.Sequential:
+def conv4_embedding(in_channels: int = 1, hidden: int = 64, out_channels: int = 64, *,
+                    affine: bool = True, track_running_stats: bool = True) -> nn.Sequential:
     """The 4-block embedding of Vinyals et al. (2016) and Snell et al. (2017): (B, C, H, W) -> (B, D).
 
     Each block is ``Conv2d(3x3, padding 1) -> BatchNorm2d -> ReLU -> MaxPool2d(2)``; four blocks
@@ -57,15 +58,25 @@ def conv4_embedding(in_channels: int = 1, hidden: int = 64, out_channels: int = 
     111,936 parameters); for 84x84 miniImageNet the output is 64 x 5 x 5 = 1,600. Initialise it
     under ``torch.manual_seed`` for a reproducible start.
 
+    ``affine`` and ``track_running_stats`` are passed to every ``BatchNorm2d``. The defaults suit
+    prototypical networks. For MAML (:mod:`tlcourse.meta.maml`) build it with
+    ``track_running_stats=False`` (each episode normalised by its own statistics, as in Finn et
+    al.'s code; running averages would be hidden state shared across tasks) and ``affine=False``
+    (so the exact second-order gradient can be batched over tasks with ``torch.vmap``).
+
     >>> net = conv4_embedding()
     >>> tuple(net(torch.zeros(2, 1, 28, 28)).shape), sum(p.numel() for p in net.parameters())
     ((2, 64), 111936)
+    >>> sum(p.numel() for p in conv4_embedding(affine=False, track_running_stats=False).parameters())
+    111424
     """
     for name, value in (("in_channels", in_channels), ("hidden", hidden), ("out_channels", out_channels)):
         _check_count(name, value)
 
     def block(c_in: int, c_out: int) -> list[nn.Module]:
-        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
+        return [nn.Conv2d(c_in, c_out, 3, padding=1),
+                nn.BatchNorm2d(c_out, affine=affine, track_running_stats=track_running_stats),
+                nn.ReLU(), nn.MaxPool2d(2)]
 
     return nn.Sequential(*block(in_channels, hidden), *block(hidden, hidden), *block(hidden, hidden),
                          *block(hidden, out_channels), nn.Flatten())
