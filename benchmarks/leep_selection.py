@@ -17,13 +17,27 @@ labelled images). H-score and LogME are built to predict exactly that; LEEP and 
 the source head. Comparing the two sets of correlations shows how far a score's ranking survives
 once fine-tuning changes the features.
 
-The fine-tuning recipe matters. The cpu setting fine-tunes conservatively (the body at a tenth of
-the head's learning rate), a common choice for a few hundred labelled images. In a one-off run
-(2026-12-01, seeds 0 and 1, everything else as in the cpu setting) the body trained at the head's
-rate instead: every model gained (CIFAR ResNet-56 on USPS from 83 to 93 %, EfficientNet-Lite0 from
-57 to 76 %), the CIFAR ResNets caught up with the digit CNNs (70-77 % on letters for all but
-EfficientNet), and every score's Pearson r fell to between -0.2 and 0.2. Transferability scores
-measure what the source features bring; when fine-tuning is free to rebuild them, that matters less.
+The fine-tuning recipe decides what "fine-tuned accuracy" measures. The cpu setting fine-tunes
+in two stages (LP-FT, Kumar et al., 2022): the new head starts as the fitted linear probe
+(:func:`tlcourse.features.probe_as_linear`), then every layer trains, the body at a tenth of the
+head's learning rate, with every BatchNorm layer frozen (source statistics and scales, inference
+mode). Single-seed ablations (2026-12-01, seed 0, everything else as in the cpu setting; mean
+Pearson r over the two targets):
+
+- BatchNorm in training mode, random head (this benchmark's first recipe, 3 seeds; its results
+  are in git history at commit 1268a03): LEEP 0.52,
+  NCE 0.57, LogME 0.44, H-score -0.17. EfficientNet-Lite0 fine-tuned to 26 % on letters although
+  a linear probe on its frozen features reaches 61 %: its BatchNorm layers use a momentum of 0.01
+  (ported from TensorFlow's 0.99), so after 80 steps their running statistics are still far from
+  the batch statistics the weights were trained with, and the model collapses in evaluation mode.
+- BatchNorm in training mode, probe head: LEEP 0.42 (EfficientNet down to 11 % on letters).
+- BatchNorm frozen, random head: LEEP 0.72, NCE 0.68, LogME 0.81, H-score 0.66.
+- BatchNorm frozen, probe head (the cpu setting): LEEP 0.84, NCE 0.83, LogME 0.80, H-score 0.38.
+- BatchNorm in training mode, random head, body at the head's rate (seeds 0 and 1): every model
+  gains, the CIFAR ResNets catch up with the digit CNNs, and every score's r falls to -0.2-0.2.
+
+So a score can only be judged against a fine-tuning recipe that works for every model in the zoo;
+and when fine-tuning is free to rebuild the features, what the source brings matters less.
 
 The zoo mixes real pretrained models (CIFAR-10 ResNets, ImageNet EfficientNet-Lite0) with the
 course's own digit CNNs trained on different sources. No source model was trained on a target's
@@ -42,7 +56,7 @@ from torch import nn
 
 from benchmarks.core import Benchmark, Metric, Target
 from tlcourse import data, zoo
-from tlcourse.features import extract_features, linear_probe
+from tlcourse.features import extract_features, linear_probe, probe_as_linear
 from tlcourse.models import CifarResNet
 from tlcourse.train import evaluate, fit, make_loader
 from tlcourse.transfer import balanced_subset, replace_head
@@ -177,19 +191,31 @@ def transferability_scores(cand: Candidate, x: torch.Tensor, y: torch.Tensor,
 
 
 def finetuned_accuracy(cand: Candidate, x, y, x_test, y_test, *, num_classes: int, steps: int,
-                       batch_size: int, lr: float, body_lr_factor: float, seed: int) -> float:
+                       batch_size: int, lr: float, body_lr_factor: float, seed: int,
+                       head: nn.Linear | None = None, frozen_batchnorm: bool = False) -> float:
     """Replace the head, fine-tune every layer with Adam for ``steps`` steps, return test accuracy.
 
-    The new head learns at ``lr``, the pretrained body at ``lr * body_lr_factor``; the same recipe
-    for every model, so the accuracies differ only by what the source model brings.
+    The new head is ``head`` (e.g. the fitted linear probe, :func:`tlcourse.features.probe_as_linear`:
+    LP-FT) or, when ``None``, a random one. It learns at ``lr``, the pretrained body at
+    ``lr * body_lr_factor``; the same recipe for every model, so the accuracies differ only by
+    what the source model brings.
     """
     model = cand.model
-    replace_head(model, num_classes, seed=seed, attr=cand.head)
+    if head is None:
+        replace_head(model, num_classes, seed=seed, attr=cand.head)
+    else:
+        setattr(model, cand.head, head.to(next(model.parameters()).device))
     head_params = list(getattr(model, cand.head).parameters())
     head_ids = {id(p) for p in head_params}
     body_params = [p for p in model.parameters() if id(p) not in head_ids]
     for p in model.parameters():
         p.requires_grad_(True)
+    if frozen_batchnorm:
+        # BatchNorm keeps its source statistics and scales; fit() then keeps it in inference mode.
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.requires_grad_(False)
+    body_params = [p for p in body_params if p.requires_grad]
     optimizer = torch.optim.Adam([{"params": body_params, "lr": lr * body_lr_factor},
                                   {"params": head_params, "lr": lr}])
     xp, xtp = cand.prepare(x), cand.prepare(x_test)
@@ -209,6 +235,8 @@ def _correlations(score: np.ndarray, accuracy: np.ndarray) -> tuple[float, float
 
 
 def run(params, seed: int) -> dict[str, float]:
+    if params["head_init"] not in ("probe", "random"):
+        raise ValueError(f"head_init must be 'probe' (LP-FT) or 'random', got {params['head_init']!r}")
     torch.manual_seed(seed)
     out: dict[str, float] = {}
     for target in params["targets"]:
@@ -222,11 +250,14 @@ def run(params, seed: int) -> dict[str, float]:
             feats = penultimate_features(cand, x)
             scores = transferability_scores(cand, x, y, feats)
             # The frozen-feature ground truth, before fine-tuning changes the weights.
-            probe = linear_probe(feats, y.numpy(), penultimate_features(cand, xt), yt.numpy()).accuracy
+            probe = linear_probe(feats, y.numpy(), penultimate_features(cand, xt), yt.numpy())
+            head = probe_as_linear(probe) if params["head_init"] == "probe" else None
             accuracy = finetuned_accuracy(cand, x, y, xt, yt, num_classes=num_classes,
                                           steps=params["steps"], batch_size=params["batch_size"],
                                           lr=params["lr"], body_lr_factor=params["body_lr_factor"],
-                                          seed=seed)
+                                          seed=seed, head=head,
+                                          frozen_batchnorm=params["frozen_batchnorm"])
+            probe = probe.accuracy
             rows.append({**scores, "accuracy": accuracy, "probe_accuracy": probe})
             for key, value in rows[-1].items():
                 out[f"{target}/{name}/{key}"] = value  # kept in the JSON for the per-model table
@@ -254,19 +285,25 @@ SETTINGS = {
     "smoke": {"targets": ("emnist_letters", "usps"),
               "models": ("cifar_resnet20", "efficientnet_lite0", "digit_cnn:sklearn_digits"),
               "n_train_per_class": 3, "n_test_per_class": 3, "steps": 3, "batch_size": 16,
-              "lr": 1e-3, "body_lr_factor": 0.1, "efficientnet_px": 32},
+              "lr": 1e-3, "body_lr_factor": 0.1, "efficientnet_px": 32,
+              "head_init": "probe", "frozen_batchnorm": True},
     "cpu": {"targets": ("emnist_letters", "usps"), "models": ZOO_CPU,
             "n_train_per_class": 20, "n_test_per_class": 30, "steps": 80, "batch_size": 32,
-            "lr": 1e-3, "body_lr_factor": 0.1, "efficientnet_px": 64},
+            "lr": 1e-3, "body_lr_factor": 0.1, "efficientnet_px": 64,
+            "head_init": "probe", "frozen_batchnorm": True},
     "full": {"targets": TARGETS,
              "models": (*ZOO_CPU, "digit_cnn:emnist_digits:1", "digit_cnn:mnist_m"),
              "n_train_per_class": 50, "n_test_per_class": 50, "steps": 300, "batch_size": 32,
-             "lr": 1e-3, "body_lr_factor": 0.1, "efficientnet_px": 96},
+             "lr": 1e-3, "body_lr_factor": 0.1, "efficientnet_px": 96,
+             "head_init": "probe", "frozen_batchnorm": True},
 }
 
 
 def describe(p) -> str:
     targets = ", ".join(TARGET_LABELS[t] for t in p["targets"])
+    head = ("initialised as the fitted linear probe, LP-FT" if p.get("head_init") == "probe"
+            else "initialised at random")
+    bn = ", BatchNorm frozen in inference mode" if p.get("frozen_batchnorm") else ""
     return (f"{len(p['models'])} source models ({', '.join(p['models'])}) scored and fine-tuned on "
             f"{len(p['targets'])} target(s) ({targets}), each with {p['n_train_per_class']} labelled "
             f"images per class (a fresh class-balanced draw per seed) and {p['n_test_per_class']} "
@@ -276,10 +313,11 @@ def describe(p) -> str:
             f"scaled to [-1, 1] for EfficientNet-Lite0 (below its 224 px, to fit a CPU); scores from "
             f"one forward pass (LEEP on the source softmax, NCE on its arg-max, H-score with "
             f"Ledoit-Wolf shrinkage and LogME on penultimate features; the linear probe is "
-            f"scikit-learn's logistic regression on the standardised frozen features); fine-tuning replaces the "
-            f"head and trains all layers for {p['steps']} Adam steps of {p['batch_size']} (head lr "
-            f"{p['lr']:g}, body lr {p['lr'] * p['body_lr_factor']:g}); correlations are over the "
-            f"models within each target, then averaged over targets.")
+            f"scikit-learn's logistic regression on the standardised frozen features); fine-tuning "
+            f"replaces the head ({head}) and trains all layers for {p['steps']} Adam steps of "
+            f"{p['batch_size']} (head lr {p['lr']:g}, body lr {p['lr'] * p['body_lr_factor']:g}"
+            f"{bn}); correlations are over the models within each target, then averaged over "
+            f"targets.")
 
 
 # TLlib examples/model_selection README, CIFAR-10 table: 10 ImageNet models.
@@ -331,7 +369,9 @@ BENCHMARKS = (
                 "for LogME. Ours ranks a smaller and far more varied zoo (CIFAR-10 ResNets, an "
                 "ImageNet EfficientNet at low resolution, digit CNNs) on grey digit and letter "
                 "targets with a few hundred labelled images and a short fine-tuning budget, so the "
-                "spread of accuracies, and of correlations between seeds, is much larger."),
+                "spread of accuracies, and of correlations between seeds, is much larger. Our "
+                "correlations depend strongly on the fine-tuning recipe: the module docstring of "
+                "benchmarks/leep_selection.py lists the ablations."),
         describe=describe,
         targets=(Target("best score's Pearson r with fine-tuned accuracy, mean over targets, "
                         ">= 0.6", lambda m, s: _best_pearson(m) >= 0.6),

@@ -44,3 +44,24 @@ def test_linear_probe_separates_and_checks_inputs():
         linear_probe(z[:10], y[:11], z, y)
     with pytest.raises(ValueError, match="single class"):
         linear_probe(z[:10], np.zeros(10), z, y)
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_probe_as_linear_reproduces_the_probe_probabilities(classes):
+    from sklearn.linear_model import LogisticRegression
+
+    from tlcourse.features import probe_as_linear
+
+    rng = np.random.default_rng(classes)
+    z = rng.normal(size=(120, 5)) * rng.uniform(0.1, 10, size=5) + rng.normal(size=5) * 3
+    y = np.arange(120) % classes
+    probe = linear_probe(z, y, z, y)
+    layer = probe_as_linear(probe)
+    assert (layer.in_features, layer.out_features) == (5, classes)
+    probs = torch.softmax(layer(torch.from_numpy(z).float()).double(), 1).detach().numpy()
+    np.testing.assert_allclose(probs, probe.classifier.predict_proba(z), atol=1e-5)
+    bare = LogisticRegression(max_iter=1000).fit(z, y)  # no scaler in front
+    np.testing.assert_allclose(torch.softmax(probe_as_linear(bare, torch.float64)(torch.from_numpy(z)), 1)
+                               .detach().numpy(), bare.predict_proba(z), atol=1e-8)
+    with pytest.raises(ValueError, match="fitted linear_probe result or LogisticRegression"):
+        probe_as_linear(LogisticRegression())

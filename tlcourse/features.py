@@ -25,7 +25,7 @@ from torch import nn
 
 from .train import model_device
 
-__all__ = ["extract_features", "extract_layer_features", "linear_probe", "ProbeResult"]
+__all__ = ["extract_features", "extract_layer_features", "linear_probe", "ProbeResult", "probe_as_linear"]
 
 
 def _pool(out: torch.Tensor, pool: str) -> torch.Tensor:
@@ -144,3 +144,50 @@ def linear_probe(train_features: np.ndarray, train_labels: np.ndarray, test_feat
     return ProbeResult(accuracy=float(accuracy_score(test_labels, clf.predict(test_features))),
                        train_accuracy=float(accuracy_score(train_labels, clf.predict(train_features))),
                        classifier=clf)
+
+
+def probe_as_linear(probe: ProbeResult | object, dtype: torch.dtype = torch.float32) -> nn.Linear:
+    """The fitted probe as an ``nn.Linear`` (D -> C) that computes the same logits on raw features.
+
+    The probe standardises, ``u = (z - mu) / sigma``, then scores ``W u + b``; folding the scaling in,
+    ``W' = W / sigma`` and ``b' = b - W' mu``, gives a layer that takes the raw features ``z``
+    (N, D) and returns logits (N, C) whose softmax is the probe's ``predict_proba``. A binary probe
+    (one score ``s``) becomes the two logits ``(0, s)``. Used to start fine-tuning from a trained
+    head instead of a random one: LP-FT, Kumar et al. (2022), "Fine-Tuning can Distort Pretrained
+    Features and Underperform Out-of-Distribution", ICLR. The layer is on the CPU; move it with
+    the model.
+
+    Args:
+        probe: a :class:`ProbeResult` from :func:`linear_probe`, or its fitted ``classifier``
+            (a ``StandardScaler`` + ``LogisticRegression`` pipeline, or a bare ``LogisticRegression``).
+
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.normal(size=(60, 3)) * [1.0, 5.0, 0.1] + 2.0; y = np.arange(60) % 3
+    >>> probe = linear_probe(z, y, z, y)
+    >>> layer = probe_as_linear(probe)
+    >>> logits = layer(torch.from_numpy(z).float())
+    >>> bool((logits.argmax(1).numpy() == probe.classifier.predict(z)).all())
+    True
+    """
+    clf = getattr(probe, "classifier", probe)
+    steps = getattr(clf, "steps", None)
+    scaler, logreg = (None, clf) if steps is None else (steps[0][1] if len(steps) > 1 else None, steps[-1][1])
+    if not isinstance(logreg, LogisticRegression) or not hasattr(logreg, "coef_"):
+        raise ValueError("probe must be a fitted linear_probe result or LogisticRegression (optionally "
+                         f"after a StandardScaler), got {type(clf).__name__}")
+    if scaler is not None and not isinstance(scaler, StandardScaler):
+        raise ValueError(f"the step before the LogisticRegression must be a StandardScaler, got "
+                         f"{type(scaler).__name__}")
+    weight, bias = np.asarray(logreg.coef_, dtype=np.float64), np.asarray(logreg.intercept_, dtype=np.float64)
+    if scaler is not None:
+        scale = scaler.scale_ if scaler.scale_ is not None else np.ones(weight.shape[1])
+        mean = scaler.mean_ if scaler.mean_ is not None else np.zeros(weight.shape[1])
+        weight = weight / scale
+        bias = bias - weight @ mean
+    if weight.shape[0] == 1:  # binary: p(class 1) = sigmoid(s) = softmax((0, s))[1]
+        weight, bias = np.vstack([np.zeros_like(weight), weight]), np.concatenate([[0.0], bias])
+    layer = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(weight))
+        layer.bias.copy_(torch.from_numpy(bias))
+    return layer.to(dtype)
