@@ -57,6 +57,7 @@ from torch import nn
 from benchmarks.core import Benchmark, Metric, Target
 from tlcourse import data, zoo
 from tlcourse.features import extract_features, linear_probe, probe_as_linear
+from tlcourse.finetune import freeze
 from tlcourse.models import CifarResNet
 from tlcourse.train import evaluate, fit, make_loader
 from tlcourse.transfer import balanced_subset, replace_head
@@ -212,9 +213,7 @@ def finetuned_accuracy(cand: Candidate, x, y, x_test, y_test, *, num_classes: in
         p.requires_grad_(True)
     if frozen_batchnorm:
         # BatchNorm keeps its source statistics and scales; fit() then keeps it in inference mode.
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.requires_grad_(False)
+        freeze(model, [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)])
     body_params = [p for p in body_params if p.requires_grad]
     optimizer = torch.optim.Adam([{"params": body_params, "lr": lr * body_lr_factor},
                                   {"params": head_params, "lr": lr}])
@@ -250,15 +249,14 @@ def run(params, seed: int) -> dict[str, float]:
             feats = penultimate_features(cand, x)
             scores = transferability_scores(cand, x, y, feats)
             # The frozen-feature ground truth, before fine-tuning changes the weights.
-            probe = linear_probe(feats, y.numpy(), penultimate_features(cand, xt), yt.numpy())
-            head = probe_as_linear(probe) if params["head_init"] == "probe" else None
+            fitted = linear_probe(feats, y.numpy(), penultimate_features(cand, xt), yt.numpy())
+            head = probe_as_linear(fitted) if params["head_init"] == "probe" else None
             accuracy = finetuned_accuracy(cand, x, y, xt, yt, num_classes=num_classes,
                                           steps=params["steps"], batch_size=params["batch_size"],
                                           lr=params["lr"], body_lr_factor=params["body_lr_factor"],
                                           seed=seed, head=head,
                                           frozen_batchnorm=params["frozen_batchnorm"])
-            probe = probe.accuracy
-            rows.append({**scores, "accuracy": accuracy, "probe_accuracy": probe})
+            rows.append({**scores, "accuracy": accuracy, "probe_accuracy": fitted.accuracy})
             for key, value in rows[-1].items():
                 out[f"{target}/{name}/{key}"] = value  # kept in the JSON for the per-model table
             out[f"{target}/{name}/seconds"] = time.perf_counter() - start
