@@ -1,34 +1,33 @@
-"""Tests of tlcourse.grading: exercises from solutions, checks in a notebook, the notebook grader.
-
-Kernel-executing tests (``grade_notebook``) are kept to four, each about 3 s; the rest run
-in-process.
+"""Tests of tlcourse.grading in-process: exercises from solutions, plain data, questions, and
+self-study feedback. The sandboxed grader (kernels, bubblewrap, batch) is tested in
+test_grading_sandbox.py.
 """
 from __future__ import annotations
 
 import io
 import json
-import os
 import time
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
+import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from tlcourse import grading
 from tlcourse.grading import (
-    LOG_ENV,
     CheckResult,
     Grader,
     Question,
     Report,
     build_exercises,
-    grade_notebook,
     load_questions,
     main_exercises,
-    main_grade,
     make_exercise,
+    plain,
 )
+from tlcourse.grading.feedback import FEEDBACK_LOG_ENV
+from tlcourse.grading.runner import collection_points
 
 DEMO = Path(__file__).parent / "fixtures" / "grading" / "_DEMO-demo.ipynb"
 PLACEHOLDER = 'raise NotImplementedError("replace this line with your code")'
@@ -44,22 +43,6 @@ def _solution(*cells, minor=5):
     return nb
 
 
-def _demo_with(tmp_path, name="_DEMO-student.ipynb", **sources):
-    """The demo solution with cells replaced by id (``q1_code="..."``) or added (``..._after``)."""
-    nb = nbformat.read(DEMO, as_version=4)
-    for key, source in sources.items():
-        cell_id = key.replace("_after", "").replace("_", "-")
-        index = next(i for i, c in enumerate(nb.cells) if c.id == cell_id)
-        if key.endswith("_after"):
-            nb.cells.insert(index + 1, new_code_cell(source))
-        else:
-            nb.cells[index].source = source
-    path = tmp_path / name
-    nbformat.write(nb, path)
-    return path
-
-
-# ---------------------------------------------------------------- make_exercise
 def test_make_exercise_replaces_regions_keeping_indentation():
     source = ("import math\n"
               "def f(x):\n"
@@ -134,7 +117,8 @@ def test_make_exercise_drops_solution_only_cells_and_clears_outputs():
     code = exercise.cells[2]
     assert code.outputs == [] and code.execution_count is None
     assert code.metadata == {"tags": ["parameters"]}  # tags kept, volatile metadata dropped
-    assert dict(exercise.metadata) == {"kernelspec": solution.metadata.kernelspec}
+    assert dict(exercise.metadata) == {"kernelspec": solution.metadata.kernelspec,
+                                       "tlcourse": {"chapter": "T99"}}  # read by the grader
     assert solution.cells[1].outputs and len(solution.cells) == 4  # the solution is not modified
     nbformat.validate(exercise)
     old = _solution(new_code_cell("x = 1"), minor=4)
@@ -174,12 +158,72 @@ def test_build_exercises_is_deterministic_and_check_reports_drift(tmp_path):
 
 
 # ---------------------------------------------------------------- Grader in-process
+
+
+# ---------------------------------------------------------------- plain data
+class _Sneaky(float):
+    """A float whose arithmetic lies: the trusted side must never call its methods."""
+
+    def __rsub__(self, other):
+        return 0.0
+
+    def __eq__(self, other):
+        return True
+
+    __hash__ = float.__hash__
+
+
+def test_plain_data_converts_student_values_to_builtin_types():
+    tree = plain.to_plain({"a": np.float32(0.25), "b": torch.tensor(3), "c": (1, [2.0]),
+                           "d": _Sneaky(0.5), "e": np.arange(3), "f": torch.ones(2, 2)})
+    assert type(tree["a"]) is float and tree["a"] == 0.25
+    assert type(tree["b"]) is int and tree["b"] == 3
+    assert tree["c"] == [1, [2.0]]
+    assert type(tree["d"]) is float and 1 - tree["d"] == 0.5  # the lie is gone
+    assert isinstance(tree["e"], np.ndarray) and tree["f"].shape == (2, 2)
+    for bad, words in [(lambda: 0, "function"), (np.array([object()]), "dtype"),
+                       ({1: 2}, "keys must be strings"), (torch.nn.Linear(1, 1), "Linear")]:
+        with pytest.raises(plain.PlainDataError, match=words):
+            plain.to_plain(bad)
+
+
+def test_plain_dump_and_load_roundtrip_and_refuse_anything_else(tmp_path):
+    tree = {"w": np.arange(6.0).reshape(2, 3), "acc": float("nan"), "s": "x", "l": [True, None]}
+    plain.dump(tmp_path / "a", tree)
+    back = plain.load(tmp_path / "a")
+    assert np.array_equal(back["w"], tree["w"]) and np.isnan(back["acc"])
+    assert back["l"] == [True, None] and back["s"] == "x"
+    assert plain.roundtrip(tree)["w"].tolist() == tree["w"].tolist()
+
+    np.save(tmp_path / "evil.npy", np.array([object()]), allow_pickle=True)
+    with open(tmp_path / "b.npz", "wb") as handle:  # an .npz holding a pickled object array
+        np.savez(handle, a0=np.array([{"x": 1}], dtype=object))
+    (tmp_path / "b.json").write_text(json.dumps({"__array__": "a0"}))
+    with pytest.raises(plain.PlainDataError, match="not a plain .npz"):
+        plain.load(tmp_path / "b")
+    (tmp_path / "c.json").write_text(json.dumps({"__array__": "a9"}))
+    with pytest.raises(plain.PlainDataError, match="missing array"):
+        plain.load(tmp_path / "c")
+    (tmp_path / "d.json").write_text("{not json")
+    with pytest.raises(plain.PlainDataError, match="not valid JSON"):
+        plain.load(tmp_path / "d")
+    (tmp_path / "e.json").write_text(json.dumps([1] * 100))
+    with pytest.raises(plain.PlainDataError, match="larger than"):
+        plain.load(tmp_path / "e", max_bytes=50)
+    (tmp_path / "f.json").symlink_to(tmp_path / "a.json")
+    with pytest.raises(plain.PlainDataError, match="link"):
+        plain.load(tmp_path / "f")
+
+
+# ---------------------------------------------------------------- questions and feedback
 def test_questions_are_found_by_chapter_id():
     assert [q.name for q in load_questions("_demo")] == ["q1", "q2"]
     with pytest.raises(ValueError, match="available: .*_DEMO"):
         Grader("T404")
     with pytest.raises(TypeError, match="tuple"):
-        Question("q1", points=1, names="x", check=lambda ns: None)
+        Question("q1", points=1, names="x", collect=lambda ns, s: None, grade=lambda a, s: None)
+    with pytest.raises(ValueError, match="points"):
+        Question("q1", points=-1, collect=lambda ns, s: None, grade=lambda a, s: None)
 
 
 def test_check_reads_the_callers_globals(monkeypatch, capsys):
@@ -196,8 +240,18 @@ def test_check_reads_the_callers_globals(monkeypatch, capsys):
     assert capsys.readouterr().out.strip() == "q1 passed: 2 / 2 points"
 
     monkeypatch.setitem(globals(), "double", lambda x: x + 2)
-    # startswith: pytest may rewrite the check's assert and append its own explanation
-    assert grader.check("q1").message.startswith("double(0) returned 2; expected 0")
+    assert grader.check("q1").message.startswith("double(")
+
+
+def test_checks_draw_fresh_inputs_so_a_memorised_answer_fails():
+    seen = {}
+
+    def memorise(x):  # right on the first call's inputs, then replays them
+        return seen.setdefault(len(seen) % 3, 2 * x)
+
+    grader = Grader("_DEMO", quiet=True)
+    assert grader.check("q1", namespace={"double": memorise}).passed
+    assert not grader.check("q1", namespace={"double": memorise}).passed
 
 
 def _forever(x):
@@ -214,35 +268,47 @@ def _forever(x):
     (lambda x: 1 / 0, "ZeroDivisionError: division by zero"),
     (lambda x: exec("raise SystemExit(3)"), "SystemExit: 3"),
     (lambda x: exec("raise KeyboardInterrupt"), "interrupted"),
+    (lambda x: _Sneaky(2 * x), None),  # a float subclass is converted, and passes as a float
+    (lambda x: object(), "cannot pass a object to the grader"),
     (_forever, "stopped after 0.3 s"),
 ])
 def test_check_never_propagates_the_students_errors(student, words):
     start = time.perf_counter()
     result = Grader("_DEMO", time_limit=0.3, quiet=True).check("q1", namespace={"double": student})
-    assert not result.passed and result.points == 0 and words in result.message
+    if words is None:
+        assert result.passed
+    else:
+        assert not result.passed and result.points == 0 and words in result.message
     assert time.perf_counter() - start < 3
 
 
-def test_check_logs_json_lines_and_check_all_sums(tmp_path, monkeypatch, capsys):
+def test_check_all_sums_and_the_feedback_log_is_only_a_log(tmp_path, monkeypatch, capsys):
     log = tmp_path / "log.jsonl"
-    monkeypatch.setenv(LOG_ENV, str(log))
+    monkeypatch.setenv(FEEDBACK_LOG_ENV, str(log))
     grader = Grader("_DEMO")
     assert grader.check("q7", namespace={}).message.startswith("_DEMO has no question 'q7'")
     report = grader.check_all(namespace={"double": lambda x: 2 * x, "mean_of": len})
-    assert (report.score, report.max_score) == (2, 3)
+    assert (report.score, report.max_score, report.isolated) == (2, 3, False)
     assert "total     2 / 3" in capsys.readouterr().out
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(r["chapter_id"], r["question"], r["points"]) for r in records] == [
         ("_DEMO", "q7", 0), ("_DEMO", "q1", 2), ("_DEMO", "q2", 0)]
 
 
+def test_inside_a_sandbox_check_only_announces_grading(monkeypatch):
+    monkeypatch.setenv("TLCOURSE_GRADING", "sandbox")
+    result = Grader("_DEMO", quiet=True).check("q1", namespace={"double": lambda x: 2 * x})
+    assert (result.passed, result.points) == (False, 0) and "instructor" in result.message
+
+
 def test_report_text_and_json():
     results = [CheckResult("q1", True, 2, 2, "", "h1", 0.1),
                CheckResult("q2", False, 0, 1.5, "wrong\nvalue", "h2", 0.2)]
-    report = Report("_DEMO", results, "x.ipynb", notes=["cell 3 (x): ValueError: v"])
+    report = Report("_DEMO", results, "x.ipynb", notes=["cell 3 raised ValueError: v"],
+                    sha256="ab" * 32, isolated=True)
     lines = report.to_text().splitlines()
     assert lines[0] == "x.ipynb (chapter _DEMO)"
-    assert lines[1:] == ["note: cell 3 (x): ValueError: v",
+    assert lines[1:] == ["note: cell 3 raised ValueError: v",
                          "question  points   result",
                          "q1        2 / 2    passed",
                          "q2        0 / 1.5  failed: wrong value",
@@ -251,91 +317,14 @@ def test_report_text_and_json():
     data = json.loads(report.to_json())
     assert data["score"] == sum(r["points"] for r in data["results"]) == 2
     assert data["max_score"] == 3.5 and data["error"] is None
+    assert data["sha256"] == "ab" * 32 and data["isolated"] is True
 
 
-# ---------------------------------------------------------------- grade_notebook
-def test_unreadable_notebooks_give_an_error_report(tmp_path, capsys):
-    missing = grade_notebook(tmp_path / "_DEMO-missing.ipynb")
-    assert missing.error.startswith("no notebook at") and missing.score == 0
-    assert missing.max_score == 3 and len(missing.results) == 2
-
-    corrupt = tmp_path / "_DEMO-corrupt.ipynb"
-    corrupt.write_text('{"cells": [')
-    assert "cannot read" in grade_notebook(corrupt).error
-    corrupt.write_text("{}")
-    assert "cannot read" in grade_notebook(corrupt).error
-
-    assert "file name" in grade_notebook(tmp_path / "homework.ipynb").error
-    assert "unknown chapter id 'T404'" in grade_notebook(tmp_path / "T404-x.ipynb").error
-
-    out = tmp_path / "report.json"
-    assert main_grade([str(corrupt), "--json", str(out)]) == 1
-    assert json.loads(out.read_text())["score"] == 0
-    assert "error: cannot read" in capsys.readouterr().out
-
-
-def test_solution_scores_full_marks_and_the_file_is_untouched(tmp_path, capsys):
-    student = tmp_path / "work" / DEMO.name
-    student.parent.mkdir()
-    student.write_bytes(DEMO.read_bytes())
-    os.utime(student, ns=(1_000_000_000, 1_000_000_000))
-    before = (student.read_bytes(), student.stat().st_mtime_ns)
-    out = tmp_path / "report.json"
-
-    assert main_grade([str(student), "--json", str(out), "--timeout", "30"]) == 0
-    assert (student.read_bytes(), student.stat().st_mtime_ns) == before
-    assert sorted(p.name for p in student.parent.iterdir()) == [DEMO.name]  # nothing beside it
-    data = json.loads(out.read_text())
-    assert (data["score"], data["max_score"], data["error"]) == (3, 3, None)
-    assert data["score"] == sum(r["points"] for r in data["results"])
-    assert [r["passed"] for r in data["results"]] == [True, True]
-    assert "total     3 / 3" in capsys.readouterr().out
-
-
-def test_untouched_exercise_scores_zero(tmp_path):
-    (tmp_path / "solutions").mkdir()
-    (tmp_path / "solutions" / DEMO.name).write_bytes(DEMO.read_bytes())
-    [exercise] = build_exercises(tmp_path / "solutions", tmp_path / "exercises")
-    report = grade_notebook(exercise)
-    assert report.error is None and report.score == 0 and report.max_score == 3
-    q1, q2 = report.results
-    assert q1.message == "NotImplementedError: replace this line with your code"
-    assert q2.message == "define `mean_of` first (run the cell that computes it)"
-    assert q2.hint and any("NotImplementedError" in note for note in report.notes)
-
-
-def test_a_bug_in_one_answer_costs_only_that_question(tmp_path):
-    path = _demo_with(tmp_path, q1_code="def double(x):\n    return x / 0")
-    report = grade_notebook(path)
-    assert report.error is None
-    assert [(r.question, r.points) for r in report.results] == [("q1", 0), ("q2", 1)]
-    assert report.results[0].message == "ZeroDivisionError: division by zero"
-
-
-@pytest.mark.slow
-def test_endless_cells_and_checks_are_stopped(tmp_path):
-    # double() never returns (the per-question limit stops its check) and a later cell loops
-    # forever (the cell limit interrupts it); q2, defined after both, is still graded.
-    path = _demo_with(tmp_path, q1_code="def double(x):\n    while True:\n        pass",
-                      q1_check="", q2_text_after="while True:\n    pass")
-    start = time.perf_counter()
-    report = grade_notebook(path, cell_timeout=5, question_timeout=1)
-    assert time.perf_counter() - start < 25  # 5 + 1 s of limits, kernel start; 37 s if broken
-    assert report.error is None
-    q1, q2 = report.results
-    assert (q1.points, q2.points) == (0, 1)
-    assert q1.message.startswith("stopped after 1 s")
-    assert any("stopped after 5 s (the cell time limit)" in note for note in report.notes)
-
-
-def test_grade_log_keeps_each_questions_best_result(tmp_path):
-    log = tmp_path / "log.jsonl"
-    lines = [dict(chapter_id="_DEMO", question="q1", passed=True, points=2, max_points=2,
-                  message="", hint="", seconds=0.1),
-             dict(chapter_id="_DEMO", question="q1", passed=False, points=0, max_points=2,
-                  message="later", hint="", seconds=0.1),
-             dict(chapter_id="T01", question="q2", passed=True, points=5, max_points=5,
-                  message="", hint="", seconds=0.1)]
-    log.write_text("\n".join(json.dumps(line) for line in lines) + "\nnot json\n")
-    best = grading._best_results(log, "_DEMO")
-    assert list(best) == ["q1"] and best["q1"].passed
+def test_collection_points_follow_the_check_cells():
+    cells = [new_code_cell("x = 1"), new_code_cell('grader.check("q1")'), new_markdown_cell(
+        'grader.check("q2")'), new_code_cell("grader.check( 'q2' ); grader.check('q9')"),
+        new_code_cell("grader.check_all()")]
+    assert collection_points(cells, ["q1", "q2"]) == [(1, ["q1"]), (3, ["q2"]), (4, ["q1", "q2"])]
+    many = [new_code_cell('grader.check("q1")') for _ in range(20)]
+    points = collection_points(many, ["q1"], per_question=8)
+    assert [i for i, _ in points] == list(range(12, 20))  # the latest eight

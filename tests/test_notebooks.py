@@ -12,6 +12,7 @@ import nbformat
 import pytest
 
 from tlcourse.grading import load_questions
+from tlcourse.grading.feedback import FEEDBACK_LOG_ENV
 from tlcourse.notebooks import course_notebooks, execute_notebook, time_limit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,9 +50,9 @@ def test_parameters_cell(path):
 def test_notebook_executes_within_budget(path, monkeypatch, tmp_path):
     if os.environ.get("TLCOURSE_BOOK_CACHE"):
         monkeypatch.setenv("TLCOURSE_CACHE", os.environ["TLCOURSE_BOOK_CACHE"])
-    # A solution ends with grader.check_all(); its results are logged here and must be full marks.
-    log = tmp_path / "grades.jsonl"
-    monkeypatch.setenv("TLCOURSE_GRADE_LOG", str(log))
+    # A solution ends with grader.check_all(); its feedback is logged here and must be full marks.
+    log = tmp_path / "feedback.jsonl"
+    monkeypatch.setenv(FEEDBACK_LOG_ENV, str(log))
     record = execute_notebook(path, ROOT, threads=1)
     assert record["seconds"] <= time_limit(path) * PARALLEL_SLACK, (
         f"{path} took {record['seconds']:.0f} s, budget {time_limit(path):.0f} s "

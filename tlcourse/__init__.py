@@ -19,6 +19,7 @@ The public API is chosen here; each concept lives in its own module:
 - ``plots``: learning curves and confusion matrices
 - ``keras_zoo``: the Keras twins of the course's source models
 - ``grading``: instant feedback in exercise notebooks and a notebook grader
+- ``exercise_data``: the data splits of the graded exercises, shared by the notebooks and their checks
 """
 from .runtime import device, seed_everything
 

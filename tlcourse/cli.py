@@ -7,7 +7,7 @@ USAGE = """usage: tlcourse COMMAND [options]
 
 commands:
   selfcheck   device, versions, data folders and a short training step checked against the CPU
-  grade       grade a notebook: tlcourse grade exercises/T01-....ipynb [--json report.json]
+  grade       grade notebooks, each in a sandbox: tlcourse grade SUBMISSIONS_DIR --csv grades.csv
   exercises   regenerate exercises/ from solutions/ (--check: fail if they drifted)
   timings     execute every notebook with papermill and rewrite the timing table
 """

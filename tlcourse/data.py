@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "DataError", "DataFile", "REGISTRY", "ImageData",
-    "fetch_file", "load", "datasets", "data_dirs", "resize", "to_rgb",
+    "fetch_file", "load", "holdout_split", "datasets", "data_dirs", "resize", "to_rgb",
 ]
 
 
@@ -456,6 +456,30 @@ def load(name: str, split: str = "test") -> ImageData:
         else spec.classes
     return ImageData(np.ascontiguousarray(images, dtype=np.float32), labels.astype(np.int64),
                      classes, name, split)
+
+
+def holdout_split(name: str, n_test: int, seed: int = 0, split: str = "test"
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x_pool, y_pool, x_test, y_test)``: a fixed train-pool / test split of a dataset.
+
+    The images of ``load(name, split)`` are shuffled with
+    ``np.random.default_rng(seed).permutation``; the last ``n_test`` of them are the test set and
+    the others the pool that training subsets are drawn from. An exercise and its grader both
+    call this function, so the test split a student reports on is the one the grader scores
+    (exercise T01: ``holdout_split("emnist_letters", n_test=1900, seed=0)``).
+
+    >>> x_pool, y_pool, x_test, y_test = holdout_split("sklearn_digits", 297, split="all")
+    >>> len(y_pool), tuple(x_test.shape)
+    (1500, (297, 1, 8, 8))
+    """
+    images = load(name, split)
+    if not isinstance(n_test, (int, np.integer)) or not 0 < n_test < len(images):
+        raise ValueError(f"n_test must be an integer in [1, {len(images) - 1}] for {name} "
+                         f"{split} ({len(images)} images), got {n_test!r}")
+    x, y = images.to_tensors()
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(y)))
+    pool, test = order[:-n_test], order[-n_test:]
+    return x[pool], y[pool], x[test], y[test]
 
 
 def _decoded(name: str, split: str, spec: _Dataset) -> tuple[np.ndarray, np.ndarray]:
