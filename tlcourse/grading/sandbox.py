@@ -182,6 +182,8 @@ def _bwrap_argv(scratch: Scratch, data: str | None) -> list[str]:
     for name in ("passwd", "group", "nsswitch.conf", "hosts", "ld.so.cache", "ld.so.conf",
                  "localtime", "ssl", "ca-certificates", "alternatives", "fonts"):
         argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    # /tmp first: the binds below may lie under it (a checkout or an environment in /tmp)
+    argv += ["--bind", str(scratch.tmp), "/tmp"]
     binds = [str(p) for p in _python_paths()] + ([data] if data and os.path.isdir(data) else [])
     # bwrap would create the folders above a bind with mode 0700, closed to the sandbox's user
     parents = sorted({str(parent) for b in binds for parent in Path(b).parents
@@ -192,7 +194,7 @@ def _bwrap_argv(scratch: Scratch, data: str | None) -> list[str]:
     for path in binds:
         argv += ["--ro-bind", path, path]
     argv += ["--proc", "/proc", "--dev", "/dev", "--bind", str(scratch.root), MOUNT,
-             "--bind", str(scratch.tmp), "/tmp", "--chdir", f"{MOUNT}/work", "--clearenv"]
+             "--chdir", f"{MOUNT}/work", "--clearenv"]
     for key, value in _environment(scratch, data).items():
         argv += ["--setenv", key, value]
     return argv
