@@ -225,3 +225,42 @@ def test_train_dann_checks_its_inputs():
     # target batches given as bare tensors, and bfloat16 autocast, both work
     h = train_dann(g, c, d, source, [xs], amp=True, **kwargs)
     assert len(h) == 1 and math.isfinite(h["domain_loss"][0])
+
+
+def test_an_in_place_layer_right_after_grad_reverse_works():
+    # grad_reverse returned a view: ReLU(inplace=True) at the start of a discriminator raised
+    x = torch.tensor([[-1.0, 2.0]], requires_grad=True)
+    head = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(2, 1, bias=False))
+    with torch.no_grad():
+        head[1].weight.copy_(torch.tensor([[3.0, 5.0]]))
+    head(grad_reverse(x, 1.0)).sum().backward()
+    assert x.grad.tolist() == [[0.0, -5.0]]  # ReLU kills the first input; the second is reversed
+    assert x.tolist() == [[-1.0, 2.0]]  # the input itself is untouched by the in-place ReLU
+
+
+def test_train_dann_refuses_a_discriminator_that_already_ends_in_a_sigmoid():
+    xs, ys = _blobs(16, 0)
+    g, c = nn.Linear(2, 4), nn.Linear(4, 3)
+    for last in (nn.Sigmoid(), nn.Softmax(dim=1)):
+        d = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1), last)
+        opt = torch.optim.SGD([*g.parameters(), *c.parameters(), *d.parameters()], lr=0.1)
+        with pytest.raises(ValueError, match=f"ends in {type(last).__name__}.*needs logits"):
+            train_dann(g, c, d, make_loader(xs, ys, 8), make_loader(xs, ys, 8), steps=1,
+                       optimizer=opt, progress=False)
+
+
+def test_training_loops_and_finetune_do_not_import_each_other():
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "tlcourse"
+
+    def imports(name):
+        tree = ast.parse((package / f"{name}.py").read_text())
+        return {node.module for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.level == 1}
+
+    assert "finetune" not in imports("train") | imports("dann") | imports("distill")
+    assert "batchnorm" in imports("train") and imports("batchnorm") == set()
+    from tlcourse import batchnorm, finetune
+    assert finetune.keep_frozen_batchnorm_in_eval is batchnorm.keep_frozen_batchnorm_in_eval

@@ -105,6 +105,22 @@ def test_mmd2_keeps_dtype_and_device_and_is_differentiable():
     assert median_heuristic_bandwidths(x, y).shape == (5,)
 
 
+def test_mmd2_in_float32_far_from_the_origin_matches_float64_at_the_origin():
+    # ||a||^2 + ||b||^2 - 2 a.b at ||a||^2 ~ 256 * 300^2 cancels every float32 digit of the
+    # estimate: without centring this seed gives -1.5e-5 against +1.53e-4, the wrong sign.
+    x, y = _gaussians(200, d=256, seed=7)
+    x32, y32 = (x + 300.0).float(), (y + 300.0).float()
+    exact, far = mmd2_unbiased(x, y).item(), mmd2_unbiased(x32, y32).item()
+    assert exact > 1e-4 and far > 0
+    assert far == pytest.approx(exact, abs=5e-6)
+    assert mmd2_biased(x32, y32).item() == pytest.approx(mmd2_biased(x, y).item(), rel=1e-4)
+    torch.testing.assert_close(median_heuristic_bandwidths(x32, y32).double(),
+                               median_heuristic_bandwidths(x, y), rtol=1e-5, atol=0)
+    # Shift invariance, exactly enough in float64, for a shift that differs per coordinate.
+    offset = torch.linspace(-1e3, 1e3, 256, dtype=torch.float64)
+    assert mmd2_unbiased(x + offset, y + offset).item() == pytest.approx(exact, abs=1e-9)
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 5), st.integers(0, 5), st.integers(1, 3), st.integers(1, 3))
 def test_mmd2_rejects_tiny_samples_and_mismatched_widths(n, m, dx, dy):

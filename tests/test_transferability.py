@@ -10,7 +10,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import BayesianRidge
 from sklearn.metrics import mutual_info_score
 
-from tlcourse.transferability import bayesian_linear_evidence, h_score, leep, logme, nce
+from tlcourse.transferability import (_fit_evidence_svd, _spectral_projection, bayesian_linear_evidence, h_score,
+                                     leep, logme, nce)
 
 
 def _softmax_rows(rng, n, z):
@@ -75,6 +76,20 @@ def test_leep_accepts_torch_float32_softmax_like_numpy():
     probs = logits.softmax(1)  # float32: rows sum to 1 only up to ~1e-7
     y = torch.arange(30) % 3
     assert leep(probs, y) == pytest.approx(leep(probs.double().numpy(), y.numpy()), abs=1e-6)
+
+
+def test_leep_renormalises_slack_rows_and_reads_every_input_type_alike():
+    rng = np.random.default_rng(8)
+    theta = _softmax_rows(rng, 30, 6)
+    y = np.r_[0, 1, 2, rng.integers(0, 3, size=27)]
+    slack = theta * (1.0 + 5e-5 * rng.uniform(-1, 1, size=(30, 1)))  # within the 1e-4 tolerance
+    expected = leep(theta, y)
+    assert leep(slack, y) == pytest.approx(expected, abs=1e-12)
+    assert leep(slack.astype(np.float32), y) == pytest.approx(expected, abs=1e-5)
+    assert leep(torch.tensor(slack), torch.tensor(y)) == pytest.approx(expected, abs=1e-12)
+    assert leep(slack.tolist(), y.tolist()) == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(ValueError, match="finite"):
+        leep(np.where(np.arange(6) == 2, np.inf, theta), y)
 
 
 def test_leep_error_messages_name_the_problem():
@@ -228,6 +243,29 @@ def test_h_score_saturates_when_wide_and_shrinkage_repairs_it():
         h_score(wide_noise, y, shrinkage=1.5)
 
 
+def test_shrunk_h_score_matches_a_hand_computed_two_class_case():
+    # f = [y, 0] with y half 0, half 1: cov(f) = diag(1/4, 0), tr/D = 1/8, cov(E[f|y]) = cov(f).
+    # Shrunk: diag((1-s)/4 + s/8, s/8); between-class: (1-s) diag(1/4, 0), so
+    # H_s = ((1-s)/4) / ((1-s)/4 + s/8) = 2 (1 - s) / (2 - s); 2/3 at s = 1/2 (4/3 without (1 - s)).
+    y = np.repeat([0, 1], 50)
+    f = np.c_[y, np.zeros(100)]
+    assert h_score(f, y, shrinkage=0.5) == pytest.approx(2.0 / 3.0, abs=1e-12)
+    for s in (0.1, 0.25, 0.9):
+        assert h_score(f, y, shrinkage=s) == pytest.approx(2 * (1 - s) / (2 - s), abs=1e-12)
+    assert h_score(f, y, shrinkage=1.0) == 0.0  # all shrinkage: the features are ignored
+
+
+def test_shrunk_h_score_never_exceeds_k_minus_one():
+    rng = np.random.default_rng(3)
+    for n, D, K in [(100, 2, 2), (60, 5, 3), (30, 50, 4), (20, 40, 2), (200, 8, 5)]:
+        y = np.r_[np.arange(K), rng.integers(0, K, size=n - K)]
+        for scale in (0.0, 1.0, 5.0):  # from pure noise to nearly separable classes
+            f = scale * np.eye(K)[y] @ rng.normal(size=(K, D)) + rng.normal(size=(n, D))
+            for shrinkage in (0.01, 0.3, 0.5, 0.99, "ledoit-wolf"):
+                h = h_score(f, y, shrinkage=shrinkage)
+                assert -1e-12 <= h <= min(D, K - 1) + 1e-9, (n, D, K, scale, shrinkage, h)
+
+
 def test_h_score_checks_inputs():
     with pytest.raises(ValueError, match="2-D"):
         h_score(np.zeros(5), [0, 1, 0, 1, 0])
@@ -293,6 +331,53 @@ def test_logme_is_the_mean_evidence_per_example_of_the_one_hot_columns():
     assert logme(f, y) == pytest.approx(np.mean(per_class), abs=1e-12)
     assert logme(torch.tensor(f, dtype=torch.float32), torch.tensor(y)) == pytest.approx(
         logme(f.astype(np.float32), y), abs=1e-9)
+
+
+def _logme_by_svd(f, y, tol=1e-8, max_iter=1000):
+    # The textbook route: a thin SVD of the data matrix itself, one class column at a time.
+    u, s, _ = np.linalg.svd(f, full_matrices=False)
+    keep = s > 0
+    u, sq_sing = u[:, keep], s[keep] ** 2
+    n, d = f.shape
+    evidences = []
+    for k in np.unique(y):
+        t = (y == k).astype(np.float64)
+        z = u.T @ t
+        fit = _fit_evidence_svd(sq_sing, z, float(np.sum((t - u @ z) ** 2)), n, d, tol, max_iter)
+        evidences.append(fit.log_evidence / n)
+    return float(np.mean(evidences))
+
+
+@pytest.mark.parametrize("n, d", [(60, 7), (9, 25)])  # eigh of f^T f (n > D) and of f f^T (n < D)
+def test_gram_eigendecomposition_agrees_with_the_svd_of_the_features(n, d):
+    rng = np.random.default_rng(6)
+    y = np.r_[0, 1, 2, rng.integers(0, 3, size=n - 3)]
+    f = np.eye(3)[y] @ rng.normal(size=(3, d)) + rng.normal(size=(n, d)) + 2.0
+    targets = np.eye(3)[y]
+    sq_sing, z, t_perp_sq = _spectral_projection(f, targets)
+    u, s, _ = np.linalg.svd(f, full_matrices=False)
+    order = np.argsort(s)  # eigh is ascending
+    np.testing.assert_allclose(sq_sing, s[order] ** 2, rtol=1e-10)
+    np.testing.assert_allclose(np.abs(z), np.abs(u.T @ targets)[order], rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(t_perp_sq, np.sum((targets - u @ (u.T @ targets)) ** 2, axis=0),
+                               rtol=1e-8, atol=1e-10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # n < D: one-hot columns are interpolable
+        assert logme(f, y, max_iter=50) == pytest.approx(_logme_by_svd(f, y, max_iter=50), rel=1e-8)
+        t = f @ rng.normal(size=d) + rng.normal(size=n)
+        fast = bayesian_linear_evidence(f, t, max_iter=50)
+        assert fast.log_evidence == pytest.approx(_dense_log_evidence(f, t, fast.alpha, fast.beta), rel=1e-8)
+
+
+def test_gram_path_drops_null_directions_without_changing_the_evidence():
+    # Duplicated and constant columns make f^T f singular; the SVD keeps s ~ 1e-15 there, the Gram
+    # route drops them as numerically zero, and the evidence must not notice.
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 2, size=50)
+    base = np.c_[y, np.zeros(50)] + rng.normal(size=(50, 2))
+    f = np.c_[base, base, base[:, 0] - base[:, 1], np.zeros(50)]
+    assert logme(f, y) == pytest.approx(_logme_by_svd(f, y), rel=1e-8)
+    assert len(_spectral_projection(f, np.eye(2)[y])[0]) == 2
 
 
 def test_logme_warns_when_the_iteration_cap_stops_it():

@@ -47,6 +47,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from .batchnorm import keep_frozen_batchnorm_in_eval
 from .train import History, _autocast, _check_loader, evaluate, model_device
 
 __all__ = ["grad_reverse", "dann_lambda", "dann_lr", "DomainDiscriminator", "cdan_features",
@@ -58,7 +59,10 @@ class _GradReverse(torch.autograd.Function):
 
     @staticmethod
     def forward(x: torch.Tensor, lambda_: float) -> torch.Tensor:
-        return x.view_as(x)
+        # A copy, not a view: an in-place layer right after it (a discriminator that starts with
+        # ReLU(inplace=True)) would otherwise modify a view created by a custom Function, which
+        # autograd refuses.
+        return x.clone()
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -254,6 +258,17 @@ def _check_optimizer_covers(optimizer: torch.optim.Optimizer, modules: dict[str,
                              "learn: build it over the feature extractor, classifier and discriminator")
 
 
+def _check_returns_logits(discriminator: nn.Module) -> None:
+    """Refuse a discriminator whose last layer is a Sigmoid or Softmax: train_dann applies
+    ``binary_cross_entropy_with_logits``, which would squash its output a second time."""
+    leaves = [m for m in discriminator.modules() if next(m.children(), None) is None]
+    if leaves and isinstance(leaves[-1], (nn.Sigmoid, nn.Softmax)):
+        raise ValueError(
+            f"the discriminator ends in {type(leaves[-1]).__name__}, but train_dann needs logits: "
+            f"it applies the sigmoid itself (binary_cross_entropy_with_logits), so a second one "
+            f"would silently flatten the domain loss. Remove the final {type(leaves[-1]).__name__}.")
+
+
 def train_dann(feature_extractor: nn.Module, classifier: nn.Module, discriminator: nn.Module,
                source_loader: Iterable, target_loader: Iterable, *, steps: int,
                optimizer: torch.optim.Optimizer,
@@ -280,7 +295,8 @@ def train_dann(feature_extractor: nn.Module, classifier: nn.Module, discriminato
     Args:
         feature_extractor: ``x`` (N, ...) -> features (N, D).
         classifier: features (N, D) -> logits (N, C).
-        discriminator: (N, D) -> (N,) or (N, 1) domain logits, or (N, D * C) for CDAN; e.g.
+        discriminator: (N, D) -> (N,) or (N, 1) domain logits (no final sigmoid: one ending in
+            ``nn.Sigmoid`` or ``nn.Softmax`` is refused), taking (N, D * C) for CDAN; e.g.
             :class:`DomainDiscriminator`.
         source_loader: labelled ``(x, y)`` source batches.
         target_loader: unlabelled target batches, ``x`` or ``(x, ...)``.
@@ -336,6 +352,7 @@ def train_dann(feature_extractor: nn.Module, classifier: nn.Module, discriminato
     if len(set(devices.values())) > 1:
         raise ValueError(f"the three modules must be on one device, got {devices}")
     _check_optimizer_covers(optimizer, modules)
+    _check_returns_logits(discriminator)
     if log_every is None:
         try:
             log_every = len(source_loader)  # type: ignore[arg-type]
@@ -351,8 +368,6 @@ def train_dann(feature_extractor: nn.Module, classifier: nn.Module, discriminato
     source_batches = _cycle(source_loader, "source_loader")
     target_batches = _cycle(target_loader, "target_loader")
     trained = nn.Sequential(feature_extractor, classifier)  # shares the modules, copies nothing
-
-    from .finetune import keep_frozen_batchnorm_in_eval
 
     def train_mode():
         for module in modules.values():

@@ -35,6 +35,8 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from .batchnorm import keep_frozen_batchnorm_in_eval
+
 from .train import History, _autocast, _check_loader, evaluate, model_device
 
 __all__ = ["soft_targets", "distillation_loss", "distill"]
@@ -220,8 +222,6 @@ def distill(student: nn.Module, teacher: nn.Module | None, train_loader: Iterabl
                          "same device first (e.g. teacher.to(tlcourse.train.model_device(student)))")
     scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
     history = History()
-
-    from .finetune import keep_frozen_batchnorm_in_eval
 
     teacher_was_training = teacher is not None and teacher.training
     if teacher is not None:

@@ -1,17 +1,23 @@
 """Fine-tuning: freezing by block, BatchNorm in a frozen base, discriminative learning rates and the
 two-stage recipe.
 
-Stage 1 trains a new head on a frozen base: a randomly initialised head would otherwise send large,
-noisy gradients into the pretrained weights. Stage 2 unfreezes the top blocks (or all of them) and
+Stage 1 trains a new head on a frozen base (linear probing); stage 2 fine-tunes from there. Starting
+stage 2 from a trained head rather than a random one is LP-FT (Kumar et al., 2022, "Fine-tuning can
+distort pretrained features and underperform out-of-distribution"): while the head is random, fine-tuning
+changes the pretrained features to fit it, and those changes are what hurts on data unlike the
+target's. (Chapter T07 measures the gradient a random head sends into the body: of the same order
+of size as a trained head's, but in another direction; the problem is where it points, not how
+large it is.)
+Stage 2 unfreezes the top blocks (or all of them) and
 trains on with a learning rate one to two orders of magnitude smaller, so the pretrained features
 are adapted rather than overwritten (Yosinski et al., 2014; Howard & Ruder, 2018, ULMFiT, for
 gradual unfreezing and discriminative learning rates: block ``k`` from the top gets
 ``lr_top / decay**k``).
 
 BatchNorm: a frozen BatchNorm layer must also stop updating its running statistics, i.e. stay in
-inference mode, or the frozen features drift with the target batches. :func:`fit` applies the rule
-"a BatchNorm layer whose affine parameters are all frozen runs in inference mode" after every
-``model.train()``, which is what Keras does for ``trainable = False`` BatchNorm layers.
+inference mode, or the frozen features drift with the target batches. The rule lives in
+:mod:`tlcourse.batchnorm` (re-exported here as :func:`keep_frozen_batchnorm_in_eval`);
+:func:`~tlcourse.train.fit` applies it after every ``model.train()``.
 """
 from __future__ import annotations
 
@@ -20,10 +26,12 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from .batchnorm import keep_frozen_batchnorm_in_eval
+from .train import fit
+
 __all__ = ["freeze", "unfreeze", "count_parameters", "keep_frozen_batchnorm_in_eval",
            "discriminative_param_groups", "two_stage_finetune"]
 
-_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def _modules(model: nn.Module, parts: Iterable[str | nn.Module] | None) -> list[nn.Module]:
@@ -72,25 +80,6 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
-def keep_frozen_batchnorm_in_eval(model: nn.Module) -> int:
-    """Put every BatchNorm layer whose affine parameters are all frozen into inference mode.
-
-    Call it after ``model.train()`` (``tlcourse.train.fit`` does). Returns how many layers it set.
-
-    >>> net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2)).train()
-    >>> keep_frozen_batchnorm_in_eval(freeze(net)), net[1].training
-    (1, False)
-    """
-    count = 0
-    for module in model.modules():
-        if isinstance(module, _BATCHNORM):
-            params = list(module.parameters())
-            if params and not any(p.requires_grad for p in params):
-                module.eval()
-                count += 1
-    return count
-
-
 def discriminative_param_groups(model: nn.Module, blocks: Sequence[str], lr: float,
                                 decay: float = 2.6, weight_decay: float = 0.0) -> list[dict]:
     """Optimizer parameter groups with layer-wise learning rates (ULMFiT's discriminative fine-tuning).
@@ -134,8 +123,6 @@ def two_stage_finetune(model: nn.Module, *, blocks: Sequence[str], head: str, tr
     Returns the joined :class:`~tlcourse.train.History`; each row has ``stage`` 1 or 2.
     Optimiser: Adam in both stages (a new one in stage 2, like recompiling in Keras).
     """
-    from .train import fit
-
     if unfreeze_top is not None and not 0 <= unfreeze_top <= len(blocks):
         raise ValueError(f"unfreeze_top must be between 0 and {len(blocks)}, got {unfreeze_top}")
     freeze(model)

@@ -20,6 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from .batchnorm import keep_frozen_batchnorm_in_eval
+
 __all__ = ["History", "fit", "evaluate", "predict", "model_device", "make_loader"]
 
 
@@ -135,8 +137,6 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int, optimizer: tor
     scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
     history = History()
     best_loss, best_state, bad_epochs, steps = float("inf"), None, 0, 0
-
-    from .finetune import keep_frozen_batchnorm_in_eval
 
     for epoch in range(1, epochs + 1):
         model.train()

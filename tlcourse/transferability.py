@@ -91,9 +91,21 @@ def _as_labels(labels, name: str, n: int | None = None, min_classes: int = 1) ->
     return arr
 
 
-def _as_probabilities(probs, name: str) -> np.ndarray:
-    """Rows of ``probs`` checked to be distributions, then renormalised exactly."""
-    p = _as_matrix(probs, name)
+def _as_probabilities(probs, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``probs`` as float64 (n, Z) checked to hold distributions, and its row sums (n,).
+
+    The rows are not renormalised here (that would copy the whole matrix); callers divide by the
+    sums where the rows enter. The common case of valid input costs two passes (a minimum and the
+    row sums) and, for float64 numpy input, no copy: NaN and inf make a row sum fail its check,
+    and only then do the slower checks run to name the problem.
+    """
+    p = _to_numpy(probs, name)
+    if p.ndim == 2 and p.size and p.dtype in (np.float64, np.float32, np.float16):
+        p = p.astype(np.float64, copy=False)
+        sums = p.sum(axis=1)
+        if np.abs(sums - 1.0).max() <= _ROW_SUM_TOL and p.min() >= 0:  # False for any NaN
+            return p, sums
+    p = _as_matrix(p, name)
     if (p < 0).any():
         row, col = (int(i) for i in np.argwhere(p < 0)[0])
         raise ValueError(f"{name} must be non-negative (row {row}, column {col} is {p[row, col]:.6g})")
@@ -103,8 +115,7 @@ def _as_probabilities(probs, name: str) -> np.ndarray:
         row = int(np.flatnonzero(bad)[0])
         raise ValueError(f"{name} rows must sum to 1 (row {row} sums to {sums[row]:.6g}); "
                          "pass softmax outputs, not logits")
-    # Removing the <= 1e-4 slack keeps LEEP <= 0 exactly rather than up to round-off.
-    return p / sums[:, None]
+    return p, sums
 
 
 # --------------------------------------------------------------------------- LEEP and NCE
@@ -145,17 +156,19 @@ def leep(source_probs, target_labels) -> float:
     >>> leep(np.eye(3)[[2, 0, 1, 2]], [0, 1, 2, 0])   # one-to-one mapping z -> y: perfect
     0.0
     """
-    theta = _as_probabilities(source_probs, "source_probs")
-    n = len(theta)
+    probs, sums = _as_probabilities(source_probs, "source_probs")
+    n = len(probs)
     y = _as_labels(target_labels, "target_labels", n=n, min_classes=2)
-    onehot_y = np.zeros((n, y.max() + 1))
-    onehot_y[np.arange(n), y] = 1.0
-    joint = onehot_y.T @ theta / n                       # (K, Z)
+    # theta = probs / sums renormalises the <= 1e-4 slack away (keeping LEEP <= 0 exactly rather
+    # than up to round-off); the 1/sums is folded into the small factors instead of copying probs.
+    weights = np.zeros((y.max() + 1, n))                 # (K, n): [y_i = y] / (n sums_i)
+    weights[y, np.arange(n)] = 1.0 / (n * sums)
+    joint = weights @ probs                              # (K, Z)
     marginal_z = joint.sum(axis=0)                       # (Z,)
     conditional = np.divide(joint, marginal_z, out=np.zeros_like(joint), where=marginal_z > 0)
-    # Sum over z of P(y_i|z) theta_z, only for the observed y_i: a row-wise dot product.
+    # sum_z P(y|z) theta(x_i)_z for every y (a BLAS product), then the observed y_i's entry.
     # It is > 0: the example's own mass enters P(y_i, z) for every z with theta(x_i)_z > 0.
-    likelihood = np.einsum("nz,nz->n", conditional[y], theta)
+    likelihood = (probs @ conditional.T)[np.arange(n), y] / sums
     return float(np.mean(np.log(likelihood)))
 
 
@@ -210,9 +223,15 @@ def h_score(features, target_labels, shrinkage: float | str = 0.0) -> float:
     the largest treated as zero, so constant or collinear features are allowed. When ``D >= n - 1``
     the sample covariance is rank-deficient in a way that makes H saturate at ``K - 1`` for *any*
     features; ``shrinkage`` then helps (Ibrahim et al., 2022, "Newer is not always better:
-    Rethinking transferability metrics, their peculiarities, stability and performance"): the
-    covariance becomes ``(1 - s) cov(f) + s (tr cov(f) / D) I``, with ``s = shrinkage`` in [0, 1]
-    or, for ``shrinkage="ledoit-wolf"``, the Ledoit-Wolf estimate from scikit-learn.
+    Rethinking transferability metrics, their peculiarities, stability and performance"), whose
+    regularised H-score shrinks the feature covariance and scales the between-class one alike::
+
+        H_s(f) = tr( ((1 - s) cov(f) + s (tr cov(f) / D) I)^+  (1 - s) cov(E[f | y]) )
+
+    with ``s = shrinkage`` in [0, 1] or, for ``shrinkage="ledoit-wolf"``, the Ledoit-Wolf estimate
+    from scikit-learn. The ``(1 - s)`` on ``cov(E[f|y])`` keeps the bound: ``(1 - s) cov(E[f|y])``
+    is dominated by ``(1 - s) cov(f)``, hence by the shrunk covariance, so still
+    ``0 <= H_s <= min(D, K - 1)`` (and ``H_s = 0`` at ``s = 1``, where the features are ignored).
 
     Args:
         features: (n, D) source-model features of the target inputs.
@@ -246,7 +265,9 @@ def h_score(features, target_labels, shrinkage: float | str = 0.0) -> float:
     np.add.at(class_means, index, f)
     class_means /= np.bincount(index)[:, None]
     g = class_means[index]  # each example replaced by its class mean; already centred
-    cov_g = g.T @ g / len(g)
+    # Ibrahim et al. scale the between-class covariance by (1 - s) too; without it the shrunk
+    # score exceeds K - 1 (e.g. 4/3 for two classes in one feature and s = 0.5).
+    cov_g = (1.0 - shrinkage) * (g.T @ g) / len(g)
     return float(np.trace(np.linalg.pinv(cov_f, rcond=_PINV_RCOND, hermitian=True) @ cov_g))
 
 
@@ -304,11 +325,37 @@ def _fit_evidence_svd(sq_sing, z, t_perp_sq, n, D, tol, max_iter) -> EvidenceFit
                        converged=converged)
 
 
-def _svd_of_features(f: np.ndarray):
-    u, s, _ = np.linalg.svd(f, full_matrices=False)
-    if not np.any(s > 0):
+def _spectral_projection(f: np.ndarray, targets: np.ndarray):
+    """The parts of the thin SVD ``f = U diag(s) V^T`` that the evidence needs, for (n, K) ``targets``.
+
+    Returns ``sq_sing = s**2`` (r,), ``z = U^T t`` (r, K) and ``t_perp_sq = ||t - U z||^2`` (K,)
+    for the ``r`` directions with ``s**2 > max(s**2) max(n, D) eps`` (the numerical rank, as in
+    ``np.linalg.matrix_rank``; what the other directions hold of ``t`` enters ``t_perp_sq``, which
+    leaves the evidence unchanged to round-off).
+
+    No SVD of ``f`` is taken: the eigendecomposition of the smaller Gram matrix gives the same
+    spectrum at a fraction of the cost (O(n D min(n, D)) for the product, O(min(n, D)^3) for
+    ``eigh``). When ``n >= D``, ``f^T f = V diag(s**2) V^T``, so ``z = diag(1/s) V^T f^T t``, and
+    the residual is taken directly as ``t - f w`` with the least-squares weights
+    ``w = V diag(1/s) z``, never as ``||t||^2 - ||z||^2``, which cancels catastrophically when ``t``
+    is nearly in the span of ``f``. When ``n < D``, ``f f^T = U diag(s**2) U^T`` gives ``U`` itself.
+    """
+    n, D = f.shape
+    wide = n < D
+    gram = f @ f.T if wide else f.T @ f
+    eigval, eigvec = np.linalg.eigh(gram)  # ascending
+    if not eigval[-1] > 0:
         raise ValueError("features are all zero: the evidence of a linear model on them is undefined")
-    return u, s**2
+    keep = eigval > eigval[-1] * max(n, D) * np.finfo(np.float64).eps
+    sq_sing, eigvec = eigval[keep], eigvec[:, keep]
+    if wide:
+        z = eigvec.T @ targets                           # eigvec is U
+        resid = targets - eigvec @ z
+    else:
+        sing = np.sqrt(sq_sing)
+        z = (eigvec.T @ (f.T @ targets)) / sing[:, None]  # eigvec is V
+        resid = targets - f @ (eigvec @ (z / sing[:, None]))
+    return sq_sing, z, np.einsum("nk,nk->k", resid, resid)
 
 
 def bayesian_linear_evidence(features, targets, tol: float = 1e-8, max_iter: int = 1000) -> EvidenceFit:
@@ -322,8 +369,9 @@ def bayesian_linear_evidence(features, targets, tol: float = 1e-8, max_iter: int
 
     maximised by iterating, from ``alpha = beta = 1``,
     ``gamma = sum_i beta s_i^2 / (alpha + beta s_i^2)``, ``alpha = gamma / m^T m``,
-    ``beta = (n - gamma) / ||t - f m||^2`` with the singular values ``s_i`` of ``f`` (one SVD,
-    O(n D min(n, D)); then each iteration costs O(min(n, D))). Stops when ``L / n`` changes by less
+    ``beta = (n - gamma) / ||t - f m||^2`` with the singular values ``s_i`` of ``f`` (read off the
+    eigendecomposition of the smaller of ``f^T f`` and ``f f^T``, O(n D min(n, D)); then each
+    iteration costs O(min(n, D))). Stops when ``L / n`` changes by less
     than ``tol`` between iterations, and warns with ``ConvergenceWarning`` when it stops otherwise
     (after ``max_iter`` iterations, or when a precision passes 1e100 on its way to infinity), e.g.
     when ``t`` lies exactly in the span of ``f`` and ``beta`` grows without bound.
@@ -350,19 +398,13 @@ def bayesian_linear_evidence(features, targets, tol: float = 1e-8, max_iter: int
         raise ValueError("targets must be finite")
     if tol <= 0 or max_iter < 1:
         raise ValueError(f"need tol > 0 and max_iter >= 1, got tol={tol}, max_iter={max_iter}")
-    u, sq_sing = _svd_of_features(f)
-    fit = _fit_evidence_svd(sq_sing, u.T @ t, _perp_sq(u, t), len(f), f.shape[1], tol, max_iter)
+    sq_sing, z, t_perp_sq = _spectral_projection(f, t[:, None])
+    fit = _fit_evidence_svd(sq_sing, z[:, 0], float(t_perp_sq[0]), len(f), f.shape[1], tol, max_iter)
     if not fit.converged:
         warnings.warn(f"evidence maximisation did not converge after {fit.n_iter} iterations "
                       f"(max_iter={max_iter}, alpha={fit.alpha:.3g}, beta={fit.beta:.3g}); a growing beta "
                       "means t lies in the span of the features", ConvergenceWarning, stacklevel=2)
     return fit
-
-
-def _perp_sq(u: np.ndarray, t: np.ndarray) -> float:
-    # Computed directly rather than as ||t||^2 - ||U^T t||^2, which cancels catastrophically
-    # when t is nearly in the span of the features.
-    return float(np.sum((t - u @ (u.T @ t)) ** 2))
 
 
 def logme(features, target_labels, tol: float = 1e-8, max_iter: int = 1000) -> float:
@@ -392,12 +434,13 @@ def logme(features, target_labels, tol: float = 1e-8, max_iter: int = 1000) -> f
     y = _as_labels(target_labels, "target_labels", n=len(f), min_classes=2)
     if tol <= 0 or max_iter < 1:
         raise ValueError(f"need tol > 0 and max_iter >= 1, got tol={tol}, max_iter={max_iter}")
-    u, sq_sing = _svd_of_features(f)  # shared by all classes
     n, D = f.shape
+    classes = np.unique(y)  # absent classes would give t = 0, for which the evidence is degenerate
+    onehot = (y[:, None] == classes).astype(np.float64)  # (n, K present)
+    sq_sing, z, t_perp_sq = _spectral_projection(f, onehot)  # one decomposition for all classes
     evidences, not_converged = [], []
-    for k in np.unique(y):  # absent classes would give t = 0, for which the evidence is degenerate
-        t = (y == k).astype(np.float64)
-        fit = _fit_evidence_svd(sq_sing, u.T @ t, _perp_sq(u, t), n, D, tol, max_iter)
+    for j, k in enumerate(classes):
+        fit = _fit_evidence_svd(sq_sing, z[:, j], float(t_perp_sq[j]), n, D, tol, max_iter)
         evidences.append(fit.log_evidence / n)
         if not fit.converged:
             not_converged.append(int(k))
