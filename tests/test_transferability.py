@@ -402,3 +402,35 @@ def test_logme_checks_inputs():
         logme(np.ones((4, 2)), [0, 0, 0, 0])
     with pytest.raises(ValueError, match="targets must have shape"):
         bayesian_linear_evidence(np.ones((4, 2)), np.ones(3))
+
+
+def test_spearman_permutation_matches_scipy_and_exact_counts():
+    from scipy.stats import spearmanr
+
+    from tlcourse.transferability import spearman_permutation
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=7), rng.normal(size=7)
+    rho, p = spearman_permutation(a, b)
+    assert rho == pytest.approx(spearmanr(a, b).statistic)
+    # m = 5: a perfect ranking (or its reverse) is 2 of the 120 orderings
+    assert spearman_permutation([1, 2, 3, 4, 5], [5, 6, 7, 8, 9])[1] == pytest.approx(2 / 120)
+    rho, p = spearman_permutation([1, 2, 3, 4, 5], [2, 1, 4, 3, 5])
+    assert rho == pytest.approx(0.8) and p > 0.05  # a decent rho over 5 pairs is not significant
+    # ties: scipy's average ranks
+    rho, _ = spearman_permutation([1, 1, 2, 3], [1, 2, 3, 4])
+    assert rho == pytest.approx(spearmanr([1, 1, 2, 3], [1, 2, 3, 4]).statistic)
+    # m > 8: Monte Carlo p-value close to the exact null's
+    x = np.arange(12.0)
+    y = x + rng.normal(scale=6, size=12)
+    r, p = spearman_permutation(x, y, n_perm=5000)
+    assert 0 < p <= 1 and r == pytest.approx(spearmanr(x, y).statistic)
+
+
+def test_spearman_permutation_rejects_bad_input():
+    from tlcourse.transferability import spearman_permutation
+    with pytest.raises(ValueError, match="same length"):
+        spearman_permutation([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="distinct"):
+        spearman_permutation([1, 1, 1], [1, 2, 3])
+    with pytest.raises(ValueError, match="finite"):
+        spearman_permutation([1, np.nan, 3], [1, 2, 3])
