@@ -15,6 +15,8 @@ The public API is chosen here; each concept lives in its own module:
 - ``meta``: MAML, prototypical networks, sinusoid and N-way K-shot task samplers
 - ``transferability``: LEEP, NCE, H-score, LogME
 - ``divergence``: proxy A-distance, MMD, KL/JS between domains
+- ``similarity``: a dataset seen through a source model, and every similarity measure for one
+  source/target pair beside the accuracy transfer reaches
 - ``bounds``: the Ben-David et al. (2010) domain-adaptation bound, term by term
 - ``plots``: learning curves and confusion matrices
 - ``keras_zoo``: the Keras twins of the course's source models
