@@ -65,3 +65,20 @@ def test_probe_as_linear_reproduces_the_probe_probabilities(classes):
                                .detach().numpy(), bare.predict_proba(z), atol=1e-8)
     with pytest.raises(ValueError, match="fitted linear_probe result or LogisticRegression"):
         probe_as_linear(LogisticRegression())
+
+
+def test_extract_layer_features_grid_pooling_matches_adaptive_average():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
+    x = torch.rand(4, 1, 8, 8)
+    got = extract_layer_features(net, x, ["1", "3"], pool=2, batch_size=3)
+    with torch.no_grad():
+        maps = net[1](net[0](x))
+    expected = maps.reshape(4, 3, 2, 4, 2, 4).mean((3, 5)).flatten(1)   # 4x4 blocks averaged
+    np.testing.assert_allclose(got["1"], expected.numpy(), atol=1e-6)
+    assert got["3"].shape == (4, 2)                                      # vectors are kept as they are
+    small = extract_layer_features(net, x, ["1"], pool=16)["1"]          # a grid larger than the map
+    np.testing.assert_allclose(small, maps.flatten(1).numpy(), atol=1e-6)
+    for bad in (0, -1, True, "grid"):
+        with pytest.raises(ValueError, match="grid size"):
+            extract_layer_features(net, x, ["1"], pool=bad)

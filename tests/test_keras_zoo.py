@@ -126,4 +126,12 @@ def test_bad_arguments_raise(tmp_path, kwargs, match):
 
 def test_module_exports():
     assert set(keras_zoo.__all__) == {"keras_digit_cnn", "pretrained_keras_digit_cnn",
-                                      "keras_parameter_counts", "to_channels_last"}
+                                      "keras_parameter_counts", "to_channels_last", "import_keras"}
+
+
+def test_import_keras_returns_keras_with_torch_compiler_loaded_first():
+    import sys
+
+    keras = keras_zoo.import_keras()
+    assert keras.__name__ == "keras" and hasattr(keras, "layers")
+    assert "torch._dynamo" in sys.modules

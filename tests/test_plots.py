@@ -28,3 +28,19 @@ def test_confusion_matrix_rows_are_recall():
     np.testing.assert_allclose(values, [[0.5, 0.5], [0.0, 1.0]])
     with pytest.raises(ValueError, match="shape"):
         plot_confusion_matrix([0, 1], [0])
+
+
+def test_filter_images_scale_each_filter_to_unit_range():
+    import torch
+    from tlcourse.plots import filter_images, plot_filters
+    w = torch.randn(5, 3, 3, 3) * torch.arange(1, 6).view(5, 1, 1, 1)
+    img = filter_images(w)
+    assert img.shape == (5, 3, 3, 3)
+    assert np.allclose(img.reshape(5, -1).min(1), 0) and np.allclose(img.reshape(5, -1).max(1), 1)
+    assert np.allclose(img[2].transpose(2, 0, 1), (w[2] - w[2].min()).numpy() / (w[2].max() - w[2].min()).item())
+    fig = plot_filters({"grey": torch.randn(16, 1, 5, 5), "rgb": torch.randn(20, 3, 3, 3)}, ncols=8)
+    assert len(fig.axes) == 8 * (2 + 3)                    # 2 rows of grey filters, 3 of RGB
+    with pytest.raises(ValueError, match="conv weights"):
+        filter_images(np.zeros((3, 3)))
+    import matplotlib.pyplot as plt
+    plt.close(fig)

@@ -28,19 +28,23 @@ from .train import model_device
 __all__ = ["extract_features", "extract_layer_features", "linear_probe", "ProbeResult", "probe_as_linear"]
 
 
-def _pool(out: torch.Tensor, pool: str) -> torch.Tensor:
+def _pool(out: torch.Tensor, pool: str | int) -> torch.Tensor:
     if out.dim() <= 2:
         return out.reshape(len(out), -1)
+    if isinstance(pool, (int, np.integer)) and not isinstance(pool, bool) and pool >= 1:
+        if out.dim() == 4 and (out.shape[-1] > pool or out.shape[-2] > pool):
+            out = torch.nn.functional.adaptive_avg_pool2d(out, int(pool))  # (N, C, g, g)
+        return out.flatten(1)
     if pool == "avg":
         return out.flatten(2).mean(-1)  # (N, C, H, W) -> (N, C): global average pooling
     if pool == "flatten":
         return out.flatten(1)
-    raise ValueError(f"pool must be 'avg' or 'flatten', got {pool!r}")
+    raise ValueError(f"pool must be 'avg', 'flatten' or a grid size g >= 1, got {pool!r}")
 
 
 @torch.no_grad()
 def extract_layer_features(model: nn.Module, x: torch.Tensor, layers: Sequence[str],
-                           batch_size: int = 256, pool: str = "avg") -> dict[str, np.ndarray]:
+                           batch_size: int = 256, pool: str | int = "avg") -> dict[str, np.ndarray]:
     """Activations of the named sub-modules of ``model`` for inputs ``x``.
 
     Args:
@@ -48,7 +52,9 @@ def extract_layer_features(model: nn.Module, x: torch.Tensor, layers: Sequence[s
         x: (N, ...) inputs, on any device (batches are moved to the model's device).
         layers: names as in ``model.named_modules()``, e.g. ``["block1", "block3"]``.
         pool: ``"avg"`` averages (N, C, H, W) maps over space to (N, C); ``"flatten"`` keeps
-            every position, (N, C*H*W).
+            every position, (N, C*H*W); an integer ``g`` average-pools maps larger than g x g to a
+            g x g grid, (N, C*g*g), which keeps the coarse layout that early layers need (a
+            global average discards it) without the size of the full map.
 
     Returns:
         ``{layer: array (N, D_layer)}``, float32 on the CPU.
@@ -57,6 +63,8 @@ def extract_layer_features(model: nn.Module, x: torch.Tensor, layers: Sequence[s
     >>> feats = extract_layer_features(net, torch.zeros(5, 1, 8, 8), ["0", "3"])
     >>> {k: v.shape for k, v in feats.items()}
     {'0': (5, 4), '3': (5, 2)}
+    >>> extract_layer_features(net, torch.zeros(5, 1, 8, 8), ["0"], pool=2)["0"].shape  # 4 channels x 2 x 2
+    (5, 16)
     """
     if len(x) == 0:
         raise ValueError("x is empty: there is nothing to extract features from")

@@ -17,8 +17,8 @@ transfer recipe reads as it does with ``keras.applications``::
 Keras 3 runs on TensorFlow, PyTorch or JAX; nothing here depends on the backend. Images are
 channels-last (N, H, W, C), the Keras default; :func:`to_channels_last` converts the course's
 (N, C, H, W) arrays. When TensorFlow and PyTorch share a process, load torch's compiler stack
-first (``import torch._dynamo`` before ``import keras``); the functions here do it for you (see
-:func:`_import_keras`).
+first (``import torch._dynamo`` before ``import keras``); the functions here do it for you, and
+:func:`import_keras` does it for a notebook.
 
 >>> net = keras_digit_cnn()
 >>> net.get_layer("base").output_shape, net.count_params()
@@ -36,14 +36,16 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["keras_digit_cnn", "pretrained_keras_digit_cnn", "keras_parameter_counts",
-           "to_channels_last"]
+           "to_channels_last", "import_keras"]
 
 #: Bump when the training code changes in a way the recipe does not show.
 KERAS_RECIPE_VERSION = 1
 
 
-def _import_keras():
-    """Import Keras, loading torch's compiler stack first when PyTorch is installed.
+def import_keras():
+    """Import and return Keras, loading torch's compiler stack first when PyTorch is installed.
+
+    Notebooks that use both frameworks call ``keras = import_keras()`` instead of ``import keras``.
 
     torch imports Triton (through ``torch._dynamo``) the first time a torch optimizer is built.
     In the course environment (torch 2.14 with Triton 3.8, TensorFlow 2.21) loading Triton
@@ -57,6 +59,9 @@ def _import_keras():
     import keras
 
     return keras
+
+
+_import_keras = import_keras
 
 
 def to_channels_last(images) -> np.ndarray:

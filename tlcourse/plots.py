@@ -1,4 +1,4 @@
-"""Plotting helpers: learning curves and confusion matrices, titled and labelled.
+"""Plotting helpers: learning curves, confusion matrices and first-layer filters, titled and labelled.
 
 Each function draws on a given ``ax`` (or a new figure) and returns the figure, so notebooks can
 compose them. Nothing is shown or saved here: the caller decides.
@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
 
-__all__ = ["plot_learning_curves", "plot_confusion_matrix"]
+__all__ = ["plot_learning_curves", "plot_confusion_matrix", "filter_images", "plot_filters"]
 
 
 def plot_learning_curves(histories: Mapping[str, object], metric: str = "val_acc", ax=None,
@@ -60,6 +60,47 @@ def plot_confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], classes:
     ConfusionMatrixDisplay(cm, display_labels=classes).plot(
         ax=ax, colorbar=False, values_format=".2f" if normalize else "d", cmap="Blues")
     ax.set_title(title)
+    return fig
+
+
+def filter_images(weights) -> np.ndarray:
+    """Convolution filters as displayable images: (K, C, h, w) weights -> (K, h, w, C) in [0, 1].
+
+    Each filter is scaled on its own to the full range (its minimum to 0, its maximum to 1), so
+    the display shows its pattern, not its size; grey filters (C = 1) keep one channel.
+
+    >>> import torch
+    >>> filter_images(torch.tensor([[[[-1.0, 1.0]]]])).tolist()
+    [[[[0.0], [1.0]]]]
+    """
+    w = np.asarray(weights.detach().float().cpu() if hasattr(weights, "detach") else weights, dtype=np.float64)
+    if w.ndim != 4:
+        raise ValueError(f"expected conv weights of shape (K, C, h, w), got {w.shape}")
+    low, high = w.min(axis=(1, 2, 3), keepdims=True), w.max(axis=(1, 2, 3), keepdims=True)
+    return ((w - low) / np.maximum(high - low, 1e-12)).transpose(0, 2, 3, 1)
+
+
+def plot_filters(banks: Mapping[str, object], ncols: int = 16, title: str | None = None):
+    """Show banks of first-layer filters, one block of rows per bank, ``ncols`` filters per row.
+
+    ``banks`` maps a label to conv weights (K, C, h, w) (C = 1 grey, C = 3 RGB); each filter is
+    scaled with :func:`filter_images`. Returns the figure.
+    """
+    images = {name: filter_images(w) for name, w in banks.items()}
+    nrows = sum(-(-len(v) // ncols) for v in images.values())
+    fig, axes = plt.subplots(nrows, ncols, figsize=(0.75 * ncols, 0.9 * nrows), squeeze=False)
+    row = 0
+    for name, imgs in images.items():
+        for k, img in enumerate(imgs):
+            ax = axes[row + k // ncols, k % ncols]
+            ax.imshow(img[:, :, 0] if img.shape[2] == 1 else img, cmap="gray")
+        axes[row, 0].set_ylabel(name, fontsize=7)
+        row += -(-len(imgs) // ncols)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=9)
     return fig
 
 
