@@ -211,3 +211,50 @@ def test_stored_teacher_logits_replace_the_teacher_call():
     with pytest.raises(ValueError, match="teacher_logits"):
         distill(nn.Linear(2, 3), None, make_loader(x, y, 16), epochs=1, temperature=2.0, alpha=0.5,
                 optimizer=torch.optim.SGD(teacher.parameters(), lr=0.1), progress=False)
+
+
+# ---------------------------------------------------------------- tlcourse.distill_demo (chapter T13)
+from tlcourse import distill_demo  # noqa: E402
+
+
+def test_digits_splits_are_disjoint_seeded_and_can_withhold_a_class():
+    full, other = distill_demo.digits_splits(0), distill_demo.digits_splits(1)
+    assert {k: len(v[1]) for k, v in full.items()} == {"transfer": 1000, "labelled": 300, "val": 300, "test": 497}
+    rows = {k: {tuple(r) for r in v[0].tolist()} for k, v in full.items()}
+    assert rows["labelled"] <= rows["transfer"]
+    assert not torch.equal(full["test"][0], other["test"][0])
+    withheld = distill_demo.digits_splits(0, withhold=3)
+    assert len(withheld["labelled"][1]) == 300 and not (withheld["labelled"][1] == 3).any()
+    assert torch.equal(withheld["test"][0], full["test"][0]) and torch.equal(withheld["val"][1], full["val"][1])
+    assert torch.equal(distill_demo.digits_splits(0)["labelled"][0], full["labelled"][0])
+    with pytest.raises(ValueError, match="n_labelled"):
+        distill_demo.digits_splits(0, n_labelled=0)
+
+
+def test_shuffled_batches_cover_every_example_once_and_reshuffle():
+    batches = distill_demo.ShuffledBatches(torch.arange(10), torch.arange(10), batch_size=4, seed=0)
+    epochs = [torch.cat([b[0] for b in batches]) for _ in range(2)]
+    assert len(batches) == 3 and all(sorted(e.tolist()) == list(range(10)) for e in epochs)
+    assert not torch.equal(epochs[0], epochs[1])
+    with pytest.raises(ValueError):
+        distill_demo.ShuffledBatches(torch.arange(3), torch.arange(4), batch_size=2, seed=0)
+
+
+def test_student_alone_is_plain_cross_entropy_with_the_same_budget():
+    x, y = torch.randn(40, 64), torch.randint(0, 10, (40,))
+    alone, steps = distill_demo.train_student(x, y, None, seed=0, epochs=3)
+    same, steps_same = distill_demo.train_student(x, y, torch.randn(40, 10), seed=0, alpha=0.0, epochs=3)
+    distilled, steps_kd = distill_demo.train_student(x, y, torch.randn(40, 10), seed=0, epochs=3)
+    assert steps == steps_same == steps_kd == 3 and torch.equal(predict(alone, x), predict(same, x))
+    assert not torch.equal(predict(alone, x), predict(distilled, x))
+    assert 0 <= distill_demo.accuracy(alone, x, y) <= 1
+
+
+def test_soft_term_gradient_norm_matches_the_closed_form():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(5, 4, generator=g), 3 * torch.randn(5, 4, generator=g)
+    for T in (1.0, 4.0):
+        closed = T * (F.softmax(s / T, 1) - F.softmax(t / T, 1)) / len(s)   # gradient of T**2 * KL
+        assert distill_demo.soft_term_gradient_norm(s, t, T) == pytest.approx(closed.norm().item(), rel=1e-5)
+        assert distill_demo.soft_term_gradient_norm(s, t, T, t_squared=False) == pytest.approx(
+            closed.norm().item() / T ** 2, rel=1e-5)

@@ -10,7 +10,8 @@ The public API is chosen here; each concept lives in its own module:
 - ``train``: the training loop (progress, history, early stopping, mixed precision)
 - ``transfer``: scratch versus transfer on small labelled subsets; ``forgetting``: what a
   fine-tuned network keeps of its source task
-- ``distill``: knowledge distillation (Hinton et al., 2015)
+- ``distill``: knowledge distillation (Hinton et al., 2015); ``distill_demo``: the small, seeded
+  teacher/student experiments of chapter T13 on scikit-learn's digits
 - ``dann``: domain-adversarial training (gradient reversal, DANN, CDAN)
 - ``meta``: MAML, prototypical networks, sinusoid and N-way K-shot task samplers
 - ``transferability``: LEEP, NCE, H-score, LogME
