@@ -8,6 +8,8 @@ The public API is chosen here; each concept lives in its own module:
 - ``features``: frozen feature extraction and linear probes
 - ``finetune``: freezing, BatchNorm, discriminative learning rates, two-stage fine-tuning
 - ``train``: the training loop (progress, history, early stopping, mixed precision)
+- ``compare``: fair comparisons of recipes (equal budgets, early stopping and learning rates chosen
+  on validation, paired gaps over seeds, the HOG + linear SVM baseline)
 - ``transfer``: scratch versus transfer on small labelled subsets; ``forgetting``: what a
   fine-tuned network keeps of its source task
 - ``distill``: knowledge distillation (Hinton et al., 2015); ``distill_demo``: the small, seeded
