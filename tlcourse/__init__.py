@@ -6,7 +6,9 @@ The public API is chosen here; each concept lives in its own module:
 - ``data``: one door to every dataset (checksummed, offline-first)
 - ``zoo`` / ``models``: pretrained sources that work offline, and in-house source models
 - ``features``: frozen feature extraction and linear probes
-- ``finetune``: freezing, BatchNorm, discriminative learning rates, two-stage fine-tuning
+- ``finetune``: freezing, BatchNorm, discriminative learning rates, two-stage fine-tuning;
+  ``finetune_study``: the measurements of chapter T07 (gradient cosines with references, BatchNorm
+  frozen or updating, fixed-step training)
 - ``train``: the training loop (progress, history, early stopping, mixed precision)
 - ``compare``: fair comparisons of recipes (equal budgets, early stopping and learning rates chosen
   on validation, paired gaps over seeds, the HOG + linear SVM baseline)
