@@ -16,7 +16,8 @@ The public API is chosen here; each concept lives in its own module:
   fine-tuned network keeps of its source task
 - ``distill``: knowledge distillation (Hinton et al., 2015); ``distill_demo``: the small, seeded
   teacher/student experiments of chapter T13 on scikit-learn's digits
-- ``dann``: domain-adversarial training (gradient reversal, DANN, CDAN)
+- ``dann``: domain-adversarial training (gradient reversal, DANN, CDAN); ``dann_demo``: the small
+  USPS-to-MNIST study of chapter S02 (equal-budget arms, the target-BatchNorm control)
 - ``meta``: MAML, prototypical networks, sinusoid and N-way K-shot task samplers
 - ``transferability``: LEEP, NCE, H-score, LogME
 - ``divergence``: proxy A-distance, MMD, KL/JS between domains
