@@ -18,7 +18,8 @@ The public API is chosen here; each concept lives in its own module:
   teacher/student experiments of chapter T13 on scikit-learn's digits
 - ``dann``: domain-adversarial training (gradient reversal, DANN, CDAN); ``dann_demo``: the small
   USPS-to-MNIST study of chapter S02 (equal-budget arms, the target-BatchNorm control)
-- ``meta``: MAML, prototypical networks, sinusoid and N-way K-shot task samplers
+- ``meta``: MAML, prototypical networks, sinusoid and N-way K-shot task samplers; ``meta.demo``:
+  the classification-pretrained baseline and the graph-size measurement of chapter T14
 - ``transferability``: LEEP, NCE, H-score, LogME
 - ``divergence``: proxy A-distance, MMD, KL/JS between domains
 - ``similarity``: a dataset seen through a source model, and every similarity measure for one
