@@ -194,7 +194,7 @@ def test_q4_wrong_choices_explain(value, fragment):
 
 def test_q4_bad_values_fail():
     assert_fails("q4", {"answer_q4": ...}, "placeholder")
-    assert_fails("q4", {"answer_q4": "e"}, "one letter")
+    assert_fails("q4", {"answer_q4": "e"}, "choose one of")
 
 
 def test_every_question_has_points_and_a_hint():

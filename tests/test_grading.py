@@ -328,3 +328,30 @@ def test_collection_points_follow_the_check_cells():
     many = [new_code_cell('grader.check("q1")') for _ in range(20)]
     points = collection_points(many, ["q1"], per_question=8)
     assert [i for i, _ in points] == list(range(12, 20))  # the latest eight
+
+
+def test_choice_question_reads_letters_the_same_way_everywhere():
+    from tlcourse.grading import plain
+    from tlcourse.grading.choice import choice_question
+
+    q = choice_question("q9", "answer_q9", choices={"a": "A", "b": "B", "c": "C"}, answer="c",
+                        feedback={"a": "fa", "b": "fb"}, points=2, hint="h")
+    assert (q.name, q.points, q.names, q.hint) == ("q9", 2, ("answer_q9",), "h")
+
+    def grade(value):
+        try:
+            q.grade(plain.roundtrip(q.collect({"answer_q9": value}, 0)), 0)
+        except AssertionError as err:
+            return str(err)
+        return None
+
+    for right in ("c", " C ", "(c)", "c.", "(C)"):
+        assert grade(right) is None, right
+    assert grade("a") == "not 'a': fa" and grade("b") == "not 'b': fb"
+    assert "choose one of 'a', 'b', 'c'" in grade("d") and "choose one of" in grade("cc")
+    assert "placeholder" in grade(...) and "one letter as a string" in grade(...)
+    assert "a list" in grade(["c"]) and "an int" in grade(3)
+    with pytest.raises(ValueError, match="not one of the choices"):
+        choice_question("q1", "x", choices={"a": "A"}, answer="b", feedback={})
+    with pytest.raises(ValueError, match="feedback is missing"):
+        choice_question("q1", "x", choices={"a": "A", "b": "B"}, answer="b", feedback={})

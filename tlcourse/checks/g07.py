@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import math
 import numbers
-import re
 
 import numpy as np
 import torch
 
 from tlcourse.grading import Question
+from tlcourse.grading.choice import choice_question
 from tlcourse.grading.plain import PlainDataError, to_plain
 
 _REL_TOL = 1e-6
@@ -237,7 +237,7 @@ def _grade_domain(answer, seed):
     assert shifted >= _SHIFTED_MIN, (
         f"on a clearly shifted pair your accuracy is only {shifted:.2f}"
         + (" (below chance: are you returning the error rather than the accuracy?)" if shifted < 0.3 else
-           f"; a standardised logistic regression reaches about 0.98. Did you fit the classifier?"))
+           "; a standardised logistic regression reaches about 0.98. Did you fit the classifier?"))
 
 
 # ---------------------------------------------------------------- q4: reading a separable pair
@@ -259,21 +259,6 @@ _Q4_FEEDBACK = {
 }
 
 
-def _collect_choice(ns, seed):
-    value = ns["answer_q4"]
-    return {"answer": str.__str__(value) if isinstance(value, str) else {"unsupported": type(value).__name__}}
-
-
-def _grade_choice(answer, seed):
-    value = answer.get("answer") if isinstance(answer, dict) else None
-    options = ", ".join(f"'{k}'" for k in Q4_CHOICES)
-    assert isinstance(value, str), f"answer_q4 should be one letter in quotes ({options}), got {_describe(value)}"
-    match = re.fullmatch(r"\(?\s*([a-dA-D])\s*[).]?", value.strip())
-    assert match, f"answer_q4 = {value!r}: answer with one letter, {options}"
-    choice = match[1].lower()
-    assert choice == _Q4_ANSWER, f"not '{choice}': {_Q4_FEEDBACK[choice]}"
-
-
 QUESTIONS = [
     Question("q1", points=2, names=("leep_score",), collect=_collect_leep, grade=_grade_leep,
              hint="joint[y] = probs[labels == y].sum(0) / n; conditional = joint / joint.sum(0); then "
@@ -284,6 +269,7 @@ QUESTIONS = [
     Question("q3", points=2, names=("domain_accuracy",), collect=_collect_domain, grade=_grade_domain,
              hint="np.r_[source, target] with labels 0 and 1; train_test_split(..., stratify=labels, "
                   "random_state=seed); fit on the training part, .score on the other."),
-    Question("q4", points=1, names=("answer_q4",), collect=_collect_choice, grade=_grade_choice,
-             hint="Compare the EMNIST -> USPS row of the chapter's table: domain accuracy and probe accuracy."),
+    choice_question("q4", "answer_q4", choices=Q4_CHOICES, answer=_Q4_ANSWER,
+                    feedback=_Q4_FEEDBACK, points=1,
+                    hint="Compare the EMNIST -> USPS row of the chapter's table: domain accuracy and probe accuracy."),
 ]

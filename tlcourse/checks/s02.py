@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from tlcourse.grading import Question
+from tlcourse.grading.choice import choice_question
 
 Q1_LAMBDAS = (0.5, 1.0, 2.0, 0.1)
 _SHAPE = (6, 4)
@@ -262,24 +263,6 @@ _Q3_FEEDBACK = {
 }
 
 
-def _collect_choice(ns, seed):
-    value = ns["answer_q3"]
-    return {"answer": value if isinstance(value, str) else f"{_NOT_PLAIN}{_kind(value)}>"}
-
-
-def _grade_choice(answer, seed):
-    value = answer.get("answer") if isinstance(answer, dict) else None
-    options = ", ".join(f"'{k}'" for k in Q3_CHOICES)
-    if isinstance(value, str) and value.startswith(_NOT_PLAIN):
-        raise AssertionError(f"answer_q3 should be one letter as a string ({options}), got "
-                             f"{value[len(_NOT_PLAIN):-1]}")
-    assert isinstance(value, str), f"answer_q3 should be one letter as a string ({options})"
-    choice = value.strip().lower()
-    assert choice in Q3_CHOICES, f"answer_q3 = {value!r}; choose one of {options}"
-    if choice != _Q3_ANSWER:
-        raise AssertionError(f"not '{choice}': {_Q3_FEEDBACK[choice]}")
-
-
 # ---------------------------------------------------------------- q4
 Q4_TOLERANCE = 0.05
 Q4_NAMES = ("source_only", "target_bn", "dann", "cdan", "dann_half_lambda")
@@ -381,8 +364,9 @@ QUESTIONS = [
                   "reverse = lambda x, lambda_: GradReverse.apply(x, lambda_)"),
     Question("q2", points=2, names=("lambda_per_step",), collect=_collect_schedule, grade=_grade_schedule,
              hint="K = steps_per_epoch * epochs; [2 / (1 + math.exp(-10 * k / K)) - 1 for k in range(K)]"),
-    Question("q3", points=1, names=("answer_q3",), collect=_collect_choice, grade=_grade_choice,
-             hint="Compare the chapter's source-only, target-BN and DANN rows, and ask which statistics "
+    choice_question("q3", "answer_q3", choices=Q3_CHOICES, answer=_Q3_ANSWER,
+                    feedback=_Q3_FEEDBACK, points=1,
+                    hint="Compare the chapter's source-only, target-BN and DANN rows, and ask which statistics "
                   "normalise a target image in each."),
     Question("q4", points=1, names=("choose_without_target_labels",), collect=_collect_selection,
              grade=_grade_selection,

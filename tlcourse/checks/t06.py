@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from tlcourse.grading import Question
+from tlcourse.grading.choice import choice_question
 
 LAYERS = ("block1", "block2", "block3", "head")
 FROZEN_BLOCKS = ("block1", "block2", "block3")
@@ -395,21 +396,6 @@ _Q4_FEEDBACK = {
 }
 
 
-def _collect_choice(ns, seed):
-    return {"answer": _scalar(ns["answer_q4"])}
-
-
-def _grade_choice(answer, seed):
-    value = answer.get("answer") if isinstance(answer, dict) else None
-    options = ", ".join(f"'{k}'" for k in Q4_CHOICES)
-    assert isinstance(value, str) and not value.startswith(_NOT_PLAIN), (
-        f"answer_q4 should be one letter as a string ({options}), got {_shown(value)}")
-    choice = value.strip().lower()
-    assert choice in Q4_CHOICES, f"answer_q4 = {value!r}; choose one of {options}"
-    if choice != _Q4_ANSWER:
-        raise AssertionError(f"not '{choice}': {_Q4_FEEDBACK[choice]}")
-
-
 QUESTIONS = [
     Question("q1", points=2, names=("probe_by_layer", "val_acc", "n_per_class"),
              collect=_collect_probe, grade=_grade_probe,
@@ -425,8 +411,9 @@ QUESTIONS = [
              hint="replace_head(zoo.pretrained_digit_cnn(seed=0), 19), freeze(model, ['block1', 'block2', "
                   "'block3']), an optimizer over the parameters that still require grad, and "
                   "tlcourse.train.fit on (x_train, y_train) (it keeps frozen BatchNorm layers in eval mode)."),
-    Question("q4", points=1, names=("answer_q4",), collect=_collect_choice, grade=_grade_choice,
-             hint="Compare the layers in val_acc, and read 'What the layer curves show' in chapter T06."),
+    choice_question("q4", "answer_q4", choices=Q4_CHOICES, answer=_Q4_ANSWER,
+                    feedback=_Q4_FEEDBACK, points=1,
+                    hint="Compare the layers in val_acc, and read 'What the layer curves show' in chapter T06."),
 ]
 
 

@@ -39,7 +39,6 @@ the fine-tuned body's predictions on the digits (none on the letters).
 """
 from __future__ import annotations
 
-import copy
 import functools
 import math
 import numbers
@@ -49,6 +48,7 @@ import torch
 from torch import nn
 
 from tlcourse.grading import Question
+from tlcourse.grading.choice import choice_question
 
 _BATCHNORM = nn.modules.batchnorm._BatchNorm
 _BLOCKS = ["block1", "block2", "block3", "head"]
@@ -571,21 +571,6 @@ _Q4_FEEDBACK = {
 }
 
 
-def _collect_choice(ns, seed):
-    return {"answer": _scalar(ns["answer_q4"])}
-
-
-def _grade_choice(answer, seed):
-    value = answer.get("answer") if isinstance(answer, dict) else None
-    options = ", ".join(f"'{k}'" for k in Q4_CHOICES)
-    assert isinstance(value, str) and not value.startswith(_NOT_PLAIN), (
-        f"answer_q4 should be one letter as a string ({options}), got {_shown(value)}")
-    choice = value.strip().lower()
-    assert choice in Q4_CHOICES, f"answer_q4 = {value!r}; choose one of {options}"
-    if choice != _Q4_ANSWER:
-        raise AssertionError(f"not '{choice}': {_Q4_FEEDBACK[choice]}")
-
-
 QUESTIONS = [
     Question("q1", points=2, names=("freeze_all_but_head", "model", "trainable", "total"),
              collect=_collect_freeze, grade=_grade_freeze,
@@ -600,8 +585,9 @@ QUESTIONS = [
              collect=_collect_forgetting, grade=_grade_forgetting,
              hint="Keep copy.deepcopy(source.head) before training; after train_on_subset, evaluate a "
                   "deep copy of forget_model whose .head is that digit head on x_src, y_src."),
-    Question("q4", points=1, names=("answer_q4",), collect=_collect_choice, grade=_grade_choice,
-             hint="Think of how far each Adam step moves a weight, then compare with the chapter's "
+    choice_question("q4", "answer_q4", choices=Q4_CHOICES, answer=_Q4_ANSWER,
+                    feedback=_Q4_FEEDBACK, points=1,
+                    hint="Think of how far each Adam step moves a weight, then compare with the chapter's "
                   "learning-rate sweep."),
 ]
 

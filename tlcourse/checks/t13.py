@@ -34,6 +34,7 @@ import torch
 from torch.nn import functional as F
 
 from tlcourse.grading import Question
+from tlcourse.grading.choice import choice_question
 
 # ---------------------------------------------------------------- the exercise's fixed setting
 SPLIT_SEED = 3             # digits_splits(SPLIT_SEED) and the teacher's initialisation
@@ -253,23 +254,6 @@ _Q3_FEEDBACK = {
 }
 
 
-def _collect_choice(ns, seed):
-    value = ns["answer_q3"]
-    return {"answer": value if isinstance(value, str) else _scalar(value) if not isinstance(value, (list, tuple, dict))
-            else f"{_NOT_PLAIN}{type(value).__name__}>"}
-
-
-def _grade_choice(answer, seed):
-    value = answer.get("answer") if isinstance(answer, dict) else None
-    options = ", ".join(f"'{k}'" for k in Q3_CHOICES)
-    assert isinstance(value, str) and not value.startswith(_NOT_PLAIN), (
-        f"answer_q3 should be one letter as a string ({options}), got {_shown(value)}")
-    choice = value.strip().lower()
-    assert choice in Q3_CHOICES, f"answer_q3 = {value!r}; choose one of {options}"
-    if choice != _Q3_ANSWER:
-        raise AssertionError(f"not '{choice}': {_Q3_FEEDBACK[choice]}")
-
-
 QUESTIONS = [
     Question("q1", points=2, names=("kd_loss",), collect=_collect_loss, grade=_grade_loss,
              hint="log_p = F.log_softmax(s / T, 1); q = F.softmax(t / T, 1); "
@@ -279,6 +263,7 @@ QUESTIONS = [
              collect=_collect_sweep, grade=_grade_sweep,
              hint="score every student on (x_val, y_val); best_T = max(val_acc_by_T, key=val_acc_by_T.get); "
                   "then the test accuracy of that student only."),
-    Question("q3", points=1, names=("answer_q3",), collect=_collect_choice, grade=_grade_choice,
-             hint="Look at the teacher's probability of class 3 at T = 1 in the chapter's dark-knowledge step."),
+    choice_question("q3", "answer_q3", choices=Q3_CHOICES, answer=_Q3_ANSWER,
+                    feedback=_Q3_FEEDBACK, points=1,
+                    hint="Look at the teacher's probability of class 3 at T = 1 in the chapter's dark-knowledge step."),
 ]

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from tlcourse.grading import Question
+from tlcourse.grading.choice import choice_question
 
 _NOT_PLAIN = "<not plain data: "
 Q1_CASES = ((0.1, False), (0.05, False), (0.2, False), (0.1, True))   # (inner_lr, first_order)
@@ -259,22 +260,6 @@ _Q3_FEEDBACK = {
 }
 
 
-def _collect_choice(ns, seed):
-    value = ns["answer_q3"]
-    return {"answer": value if isinstance(value, str) else f"{_NOT_PLAIN}{type(value).__name__}>"}
-
-
-def _grade_choice(answer, seed):
-    value = answer.get("answer") if isinstance(answer, dict) else None
-    options = ", ".join(f"'{k}'" for k in Q3_CHOICES)
-    assert isinstance(value, str) and not value.startswith(_NOT_PLAIN), (
-        f"answer_q3 should be one letter as a string ({options}), got {_shown(value)}")
-    choice = value.strip().lower()
-    assert choice in Q3_CHOICES, f"answer_q3 = {value!r}; choose one of {options}"
-    if choice != _Q3_ANSWER:
-        raise AssertionError(f"not '{choice}': {_Q3_FEEDBACK[choice]}")
-
-
 QUESTIONS = [
     Question("q1", points=2, names=("maml_meta_gradient",), collect=_collect_gradient, grade=_grade_gradient,
              hint="g = torch.autograd.grad(F.mse_loss(xs @ w, ys), w, create_graph=not first_order)[0]; "
@@ -282,6 +267,7 @@ QUESTIONS = [
     Question("q2", points=2, names=("make_episode",), collect=_collect_episode, grade=_grade_episode,
              hint="rng = np.random.default_rng(seed); pick `ways` classes; for each, permute its indices and "
                   "take the first `shots` for the support set and the next `queries` for the query set."),
-    Question("q3", points=1, names=("answer_q3",), collect=_collect_choice, grade=_grade_choice,
-             hint="Look at the chapter's right-hand panel: the pretrained network's prediction before any step."),
+    choice_question("q3", "answer_q3", choices=Q3_CHOICES, answer=_Q3_ANSWER,
+                    feedback=_Q3_FEEDBACK, points=1,
+                    hint="Look at the chapter's right-hand panel: the pretrained network's prediction before any step."),
 ]
