@@ -24,7 +24,8 @@ The public API is chosen here; each concept lives in its own module:
 - ``divergence``: proxy A-distance, MMD, KL/JS between domains
 - ``similarity``: a dataset seen through a source model, and every similarity measure for one
   source/target pair beside the accuracy transfer reaches
-- ``bounds``: the Ben-David et al. (2010) domain-adaptation bound, term by term
+- ``bounds``: the Ben-David et al. (2010) domain-adaptation bound, term by term;
+  ``layer_transfer``: Yosinski-style layer-transfer curves (frozen or fine-tuned copied blocks)
 - ``plots``: learning curves and confusion matrices
 - ``keras_zoo``: the Keras twins of the course's source models
 - ``grading``: instant feedback in exercise notebooks and a notebook grader

@@ -20,18 +20,19 @@ is trusted.
   unscaled, weakly regularised logistic regression stayed within 0.05, the source-only classifier
   (its source plus target errors) was 0.20-0.39 too high at 90 and 135 degrees, and twice the
   source error 0.13-0.47 too low: both are recognised.
-- **q3** (1 point) ``answer_q3``: what a bound estimate above 1 says, by choice.
+- **q3** (1 point) ``answer_q3``: what a bound estimate above 1 says, by choice
+  (:func:`tlcourse.grading.choice.choice_question`).
 - **q4** (1 point) ``answer_q4``: what the frozen and fine-tuned layer-transfer curves show, by choice.
 """
 from __future__ import annotations
 
 import math
 import numbers
-import re
 
 import numpy as np
 
 from tlcourse.grading import Question
+from tlcourse.grading.choice import choice_question
 from tlcourse.grading.plain import PlainDataError, to_plain
 
 _TOL_Q1 = 1e-6
@@ -235,35 +236,14 @@ _Q4_FEEDBACK = {
 }
 
 
-def _collect_choice(name):
-    def collect(ns, seed):
-        value = ns[name]
-        return {"answer": str.__str__(value) if isinstance(value, str) else {"unsupported": type(value).__name__}}
-    return collect
-
-
-def _grade_choice(name, choices, right, feedback):
-    def grade(answer, seed):
-        value = answer.get("answer") if isinstance(answer, dict) else None
-        options = ", ".join(f"'{k}'" for k in choices)
-        assert isinstance(value, str), f"{name} should be one letter in quotes ({options}), got {_describe(value)}"
-        match = re.fullmatch(r"\(?\s*([a-dA-D])\s*[).]?", value.strip())
-        assert match, f"{name} = {value!r}: answer with one letter, {options}"
-        choice = match[1].lower()
-        assert choice == right, f"not '{choice}': {feedback[choice]}"
-    return grade
-
-
 QUESTIONS = [
     Question("q1", points=2, names=("bound_estimate",), collect=_collect_bound, grade=_grade_bound,
              hint="d_A = 2 * (1 - 2 * domain_error), clipped to [0, 2]; return source_error + d_A / 2 + lambda_."),
     Question("q2", points=2, names=("estimate_lambda",), collect=_collect_lambda, grade=_grade_lambda,
              hint="train_test_split each domain (random_state=seed); fit one LogisticRegression on both training "
                   "parts; lambda = its held-out source error + its held-out target error."),
-    Question("q3", points=1, names=("answer_q3",), collect=_collect_choice("answer_q3"),
-             grade=_grade_choice("answer_q3", Q3_CHOICES, Q3_ANSWER, _Q3_FEEDBACK),
-             hint="What does an upper bound of 1.3 on an error rate rule out?"),
-    Question("q4", points=1, names=("answer_q4",), collect=_collect_choice("answer_q4"),
-             grade=_grade_choice("answer_q4", Q4_CHOICES, Q4_ANSWER, _Q4_FEEDBACK),
-             hint="Compare the AnB, AnB+ and BnB rows of the chapter's table at n = 3 and 4."),
+    choice_question("q3", "answer_q3", choices=Q3_CHOICES, answer=Q3_ANSWER, feedback=_Q3_FEEDBACK,
+                    hint="What does an upper bound of 1.3 on an error rate rule out?"),
+    choice_question("q4", "answer_q4", choices=Q4_CHOICES, answer=Q4_ANSWER, feedback=_Q4_FEEDBACK,
+                    hint="Compare the AnB, AnB+ and BnB rows of the chapter's table at n = 3 and 4."),
 ]
