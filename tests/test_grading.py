@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from pathlib import Path
 
@@ -355,3 +356,18 @@ def test_choice_question_reads_letters_the_same_way_everywhere():
         choice_question("q1", "x", choices={"a": "A"}, answer="b", feedback={})
     with pytest.raises(ValueError, match="feedback is missing"):
         choice_question("q1", "x", choices={"a": "A", "b": "B"}, answer="b", feedback={})
+
+
+def test_answers_call_and_returned_float():
+    from tlcourse.grading import plain
+    from tlcourse.grading.answers import call, describe, returned_float
+
+    assert returned_float(plain.roundtrip(call(lambda: np.array([2.5]))), "f()", "2.5") == 2.5
+    for bad, fragment in ((lambda: True, "a single float"), (lambda: "x", "str 'x'"),
+                          (lambda: np.zeros(3), "an array of shape (3,)"), (lambda: float("nan"), "returned nan"),
+                          (lambda: object(), "an object"), (lambda: [][0], "raised IndexError")):
+        with pytest.raises(AssertionError, match=re.escape(fragment)):
+            returned_float(plain.roundtrip(call(bad)), "f()", "2.5")
+    with pytest.raises(AssertionError, match="malformed"):
+        returned_float("nonsense", "f()", "2.5")
+    assert describe({"unsupported": "ellipsis"}).startswith("`...`")

@@ -30,14 +30,14 @@ same inputs from the seed and computes the reference itself (:func:`tlcourse.tra
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 import torch
 
 from tlcourse.grading import Question
 from tlcourse.grading.choice import choice_question
-from tlcourse.grading.plain import PlainDataError, to_plain
+from tlcourse.grading.answers import call as _call
+from tlcourse.grading.answers import returned_float as _result
 
 _REL_TOL = 1e-6
 _SAME_MEAN_RANGE = (0.3, 0.7)
@@ -47,46 +47,6 @@ _DIM, _PER_DOMAIN, _SHIFT = 300, 150, 0.5
 
 
 # ---------------------------------------------------------------- helpers (both sides)
-def _plain_or_type(value):
-    try:
-        return to_plain(value)
-    except PlainDataError:
-        return {"unsupported": type(value).__name__}
-
-
-def _call(function, *args) -> dict:
-    """``{"value": result}`` or ``{"raised": exception type, "message": ...}``."""
-    try:
-        return {"value": _plain_or_type(function(*args))}
-    except Exception as exc:  # noqa: BLE001 - the grade side reports what was raised
-        return {"raised": type(exc).__name__, "message": str(exc)[:200]}
-
-
-def _describe(value) -> str:
-    if isinstance(value, dict) and set(value) == {"unsupported"}:
-        kind = value["unsupported"]
-        return "`...`, the exercise's placeholder" if kind == "ellipsis" else f"a {kind}"
-    if isinstance(value, np.ndarray):
-        return f"an array of shape {value.shape}"
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) < 60 else text[:57] + '...'}"
-
-
-def _result(entry, call: str, expected: str) -> float:
-    """The float a call returned, or an AssertionError saying what it did instead."""
-    assert isinstance(entry, dict) and ("value" in entry or "raised" in entry), (
-        "the collected answer is malformed: run the notebook from the top, then check again")
-    if "raised" in entry:
-        raise AssertionError(f"{call} raised {entry['raised']}: {entry.get('message', '')}; "
-                             f"expected {expected}")
-    value = entry["value"]
-    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iuf":
-        value = value.reshape(()).item()
-    assert isinstance(value, numbers.Real) and not isinstance(value, bool), (
-        f"{call} returned {_describe(value)}; expected {expected}, a single float")
-    return float(value)
-
-
 def _cases(answer, n: int) -> list:
     cases = answer.get("cases") if isinstance(answer, dict) else None
     assert isinstance(cases, list) and len(cases) == n, (
