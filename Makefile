@@ -18,7 +18,7 @@ PIN_HASH := $(shell cat requirements/pins.txt pyproject.toml | sha256sum | cut -
 STAMP := $(VENV)/.installed-$(PIN_HASH)
 JOBS ?= 2
 
-.PHONY: env sandbox-tools bench-grading book test unit notebooks nbval html exercises timings benchmarks clean
+.PHONY: env sandbox-tools browser-tools bench-grading book test unit notebooks nbval html browser exercises timings benchmarks clean
 
 env: $(STAMP)
 
@@ -28,8 +28,14 @@ $(STAMP): requirements/pins.txt pyproject.toml
 	$(PY) -m pip install --quiet -r requirements/pins.txt -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 
+# The chapters run as `make test` runs them (papermill, $(JOBS) side by side, one thread each, only
+# those changed since their last run); the build then takes their outputs from the cache.
 book: env
+	$(PY) -m tlcourse.study cheatsheet
+	OMP_NUM_THREADS=1 $(PY) -m tlcourse.notebooks run book --jobs $(JOBS) --threads 1 --changed
+	$(PY) -m tlcourse.notebooks seed-cache
 	$(VENV)/bin/jupyter-book build . --builder html -W --keep-going
+	$(PY) -m tlcourse.notebooks check-html
 	@echo "Open _build/html/index.html"
 
 # The grader runs each submission under bubblewrap, and its isolation tests need it. As root
@@ -45,9 +51,22 @@ sandbox-tools:
 	         "On Debian or Ubuntu: sudo apt-get install bubblewrap" >&2; \
 	fi
 
+# The browser test drives the built book in Debian's Chromium through chromium-driver (Selenium),
+# never a downloaded browser. As root (CI) both are installed with apt-get; anyone else is told how.
+browser-tools:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium and chromium-driver (the browser test)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else \
+	    echo "warning: chromium or chromedriver not found; the browser test needs both." \
+	         "On Debian or Ubuntu: sudo apt-get install chromium chromium-driver" >&2; \
+	fi
+
 # Unit tests and doctests, grading tests, and each notebook executed once with papermill.
 unit: env sandbox-tools
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist load
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist load -m "not browser"
 
 # nbval re-runs the executed notebooks and compares the outputs marked NBVAL_CHECK_OUTPUT.
 nbval: env
@@ -56,11 +75,16 @@ nbval: env
 
 # The book from the notebooks executed above (their outputs are put in the book's cache).
 html: env
+	$(PY) -m tlcourse.study cheatsheet --check
 	$(PY) -m tlcourse.notebooks seed-cache
 	$(VENV)/bin/jupyter-book build . --builder html -W --keep-going
 	$(PY) -m tlcourse.notebooks check-html
 
-test: unit nbval html
+# The built book in Debian's Chromium: every page, the search, a quiz, the downloads, the cheat sheet.
+browser: env browser-tools
+	$(PY) -m pytest -p no:xdist -m browser tests/test_browser.py
+
+test: unit nbval html browser
 	@echo "all tests passed"
 
 exercises: env

@@ -11,6 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from tlcourse import quiz
 from tlcourse.grading import load_questions
 from tlcourse.grading.feedback import FEEDBACK_LOG_ENV
 from tlcourse.notebooks import course_notebooks, execute_notebook, time_limit
@@ -62,6 +63,14 @@ def test_notebook_executes_within_budget(path, monkeypatch, tmp_path):
         figures = sum("image/png" in o.get("data", {}) for c in executed.cells
                       if c.cell_type == "code" for o in c.outputs)
         assert figures, f"{path} shows no figure: every chapter plots what it measures"
+        # The quiz was shown, keyed on this run's numbers, as self-contained HTML and JavaScript.
+        chapter = path.name.split("-")[0]
+        record = quiz.recorded(executed)
+        assert record and record["chapter"] == chapter, f"{path}: no quiz record (quiz.show({chapter!r}, ...))"
+        assert quiz.keys(quiz.build(chapter, record["results"], ROOT)) == record["keys"]
+        scripts = [o["data"]["application/javascript"] for c in executed.cells if c.cell_type == "code"
+                   for o in c.outputs if "application/javascript" in o.get("data", {})]
+        assert any("show_questions(" in js for js in scripts), f"{path}: the quiz's script is not in the outputs"
     if path.parts[0] == "solutions":
         chapter = path.name.split("-")[0]
         results = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []

@@ -10,6 +10,7 @@ executes nothing a second time.
 Command line (``tlcourse timings`` is the same as ``python -m tlcourse.notebooks timings``)::
 
     python -m tlcourse.notebooks run PATH...      # execute, write _build/executed/PATH + .json
+    python -m tlcourse.notebooks run -j 2 --threads 1 --changed book   # what `make book` runs
     python -m tlcourse.notebooks seed-cache       # executed outputs -> Jupyter Book cache
     python -m tlcourse.notebooks timings          # execute all sequentially, rewrite book/timings.md
 """
@@ -24,7 +25,8 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["course_notebooks", "time_limit", "execute_notebook", "seed_book_cache", "check_html",
+__all__ = ["course_notebooks", "time_limit", "execute_notebook", "run_notebooks", "is_up_to_date",
+           "seed_book_cache", "check_html",
            "write_timings_table", "main_timings"]
 
 CHAPTER_LIMIT_S = 60.0   # each chapter notebook, CPU defaults, on the 2-core reference machine
@@ -189,10 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tlcourse.notebooks")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute notebooks with papermill")
-    run.add_argument("paths", nargs="*", help="default: every course notebook")
+    run.add_argument("paths", nargs="*", help="notebooks or folders (default: every course notebook)")
     run.add_argument("--threads", type=int, default=None)
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="override a parameter (value parsed as JSON when it can be)")
+    run.add_argument("-j", "--jobs", type=int, default=1,
+                     help="notebooks executed side by side, each in its own process (give each --threads 1)")
+    run.add_argument("--changed", action="store_true",
+                     help="skip a notebook whose executed copy is newer than it and ran with its defaults")
     sub.add_parser("seed-cache", help="executed chapters -> Jupyter Book cache")
     sub.add_parser("check-html", help="every chapter page was built, shows figures and no error")
     args = parser.parse_args(argv)
@@ -212,10 +218,80 @@ def main(argv: list[str] | None = None) -> int:
             params[name] = json.loads(value)
         except json.JSONDecodeError:
             params[name] = value
-    for path in args.paths or course_notebooks():
-        record = execute_notebook(path, parameters=params, threads=args.threads)
-        print(f"{record['seconds']:7.1f} s  {path}", flush=True)
-    return 0
+    paths = []
+    for given in args.paths or ["."]:
+        given = Path(given)
+        if given.is_dir():  # a folder: the course notebooks under it
+            paths += [p for p in course_notebooks() if given == Path(".") or given in p.parents]
+        elif given.suffix == ".ipynb" and given.exists():
+            paths.append(given)
+        else:
+            parser.error(f"{given}: not a notebook or a folder (give paths relative to the course root)")
+    if args.changed and not params:
+        paths = [p for p in paths if not is_up_to_date(p)]
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    start = time.perf_counter()
+    failed = run_notebooks(paths, params, args.threads, args.jobs)
+    print(f"{len(paths)} notebook(s) executed in {time.perf_counter() - start:.0f} s wall "
+          f"({args.jobs} at a time){'; failed: ' + ', '.join(failed) if failed else ''}", flush=True)
+    return 1 if failed else 0
+
+
+def is_up_to_date(path: Path | str, root: Path | str = ".") -> bool:
+    """True when ``_build/executed/path`` is newer than ``path`` and ran with the default parameters."""
+    root, path = Path(root), Path(path)
+    out = root / EXECUTED / path
+    record = out.with_suffix(".json")
+    if not out.exists() or not record.exists() or out.stat().st_mtime < (root / path).stat().st_mtime:
+        return False
+    return not json.loads(record.read_text()).get("parameters")
+
+
+def _expected_seconds(path: Path) -> float:
+    """Last recorded duration (longest first packs parallel jobs best); unknown ones first."""
+    record = EXECUTED / path.with_suffix(".json")
+    try:
+        return float(json.loads(record.read_text())["seconds"])
+    except (OSError, ValueError, KeyError):
+        return float("inf")
+
+
+def run_notebooks(paths: list[Path], parameters: dict | None = None, threads: int | None = None,
+                  jobs: int = 1) -> list[str]:
+    """Execute ``paths`` (``jobs`` at a time, each in its own process); return the ones that failed.
+
+    Each notebook runs in a separate process so that its ``OMP_NUM_THREADS`` and working folder
+    are its own. The longest notebooks (by their last recorded time) start first.
+    """
+    import concurrent.futures as cf
+    import multiprocessing
+
+    paths = sorted(paths, key=_expected_seconds, reverse=True)
+    failed = []
+    if jobs == 1:
+        for path in paths:
+            try:
+                record = execute_notebook(path, parameters=parameters, threads=threads)
+                print(f"{record['seconds']:7.1f} s  {path}", flush=True)
+            except Exception as err:  # papermill's error names the cell; go on with the others
+                print(f"FAILED   {path}: {str(err).strip().splitlines()[-1] if str(err).strip() else err!r}",
+                      file=sys.stderr, flush=True)
+                failed.append(str(path))
+        return failed
+    context = multiprocessing.get_context("spawn")  # no forked torch or kernel-manager state
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {pool.submit(execute_notebook, path, ".", parameters, threads): path for path in paths}
+        for future in cf.as_completed(futures):
+            path = futures[future]
+            try:
+                record = future.result()
+                print(f"{record['seconds']:7.1f} s  {path}", flush=True)
+            except Exception as err:
+                print(f"FAILED   {path}: {str(err).strip().splitlines()[-1] if str(err).strip() else err!r}",
+                      file=sys.stderr, flush=True)
+                failed.append(str(path))
+    return failed
 
 
 if __name__ == "__main__":
