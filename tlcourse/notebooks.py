@@ -124,9 +124,14 @@ def seed_book_cache(root: Path | str = ".") -> list[str]:
 
 
 def check_html(root: Path | str = ".") -> list[str]:
-    """Problems with the built pages: a chapter without its page, a figure or with an error output."""
+    """Problems with the built pages: a chapter without its page, figure or quiz, or with an error
+    output; an exercise or solution without its page."""
     root = Path(root)
     problems = []
+    for path in sorted(root.glob("exercises/*.ipynb")) + sorted(root.glob("solutions/*.ipynb")):
+        page = root / "_build" / "html" / path.relative_to(root).with_suffix(".html")
+        if not page.exists():
+            problems.append(f"{page}: not built (add it to _toc.yml)")
     for path in course_notebooks(root):
         if path.parts[0] != "book":
             continue
@@ -137,6 +142,8 @@ def check_html(root: Path | str = ".") -> list[str]:
         html = page.read_text(encoding="utf-8")
         if "<img" not in html:
             problems.append(f"{page}: no figure (every chapter shows at least one computed plot)")
+        if "show_questions(" not in html:
+            problems.append(f"{page}: no quiz (a chapter ends with quiz.show; see tlcourse/quiz.py)")
         for marker in ("Traceback (most recent call last)",):
             if marker in html:
                 problems.append(f"{page}: contains an error output ({marker!r})")

@@ -28,7 +28,8 @@ key is then an expression over them (``answer: gain``, or ``correct: "gain > 2 *
 option), so the key changes when the result does. Expressions are arithmetic, comparisons,
 ``and``/``or``/``not``, ``abs``/``min``/``max``/``round`` over the results and numbers; nothing else
 is evaluated. ``{name}`` and ``{name:.1f}`` in a question, an answer or an explanation are filled
-from the results as well.
+from the results as well (a name of at least two characters, so LaTeX groups like ``2^{L-l}``
+stay as they are).
 
 :func:`build` checks a quiz (number of questions, kinds, one right answer, sections that exist,
 every result used) and returns it in jupyterquiz's format; :func:`show` displays it in the
@@ -123,14 +124,22 @@ def evaluate(expression: str, results: dict):
     return ev(tree)
 
 
+# A placeholder is {name} or {name:format} with a name of two or more identifier characters, so
+# that LaTeX groups such as 2.6^{L-l} or x_{i} are left alone.
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]+)(?::([^{}]*))?\}")
+
+
 def _fill(text: str, results: dict, where: str) -> str:
-    try:
-        return str(text).format(**results)
-    except (KeyError, IndexError) as err:
-        raise QuizError(f"{where}: {text[:60]!r} names {err}, which the chapter did not pass "
-                        f"(results: {sorted(results)})") from None
-    except ValueError as err:
-        raise QuizError(f"{where}: cannot format {text[:60]!r}: {err}") from None
+    def put(m):
+        name, spec = m.group(1), m.group(2) or ""
+        if name not in results:
+            raise QuizError(f"{where}: {str(text)[:60]!r} names {name!r}, which the chapter did not pass "
+                            f"(results: {sorted(results)})")
+        try:
+            return format(results[name], spec)
+        except ValueError as err:
+            raise QuizError(f"{where}: cannot format {name!r} with {spec!r}: {err}") from None
+    return _PLACEHOLDER.sub(put, str(text))
 
 
 def _used_names(question: dict) -> set[str]:
@@ -141,7 +150,7 @@ def _used_names(question: dict) -> set[str]:
         if isinstance(option.get("correct"), str):
             used |= _names(option["correct"])
     for text in texts:
-        used |= {m.split(":")[0].split("!")[0] for m in re.findall(r"(?<!\{)\{([A-Za-z_][^{}]*)\}", str(text))}
+        used |= {m.group(1) for m in _PLACEHOLDER.finditer(str(text))}
     if isinstance(question.get("answer"), str):
         used |= _names(question["answer"])
     return used
