@@ -34,18 +34,26 @@ def test_timings_table_flags_notebooks_over_budget(tmp_path):
 
 
 def test_check_html_finds_missing_pages_figures_and_errors(tmp_path):
-    for name in ("good", "nofig", "error", "missing"):
+    for name in ("good", "nofig", "noquiz", "error", "missing"):
         _nb(tmp_path / f"book/theory/{name}.ipynb")
+    _nb(tmp_path / "exercises/good.ipynb")
+    _nb(tmp_path / "solutions/unlisted.ipynb")
     html = tmp_path / "_build/html/book/theory"
     html.mkdir(parents=True)
-    (html / "good.html").write_text('<p>ok</p><img src="a.png">')
-    (html / "nofig.html").write_text("<p>no figure</p>")
-    (html / "error.html").write_text('<img src="a.png"><div class="output_error">Traceback (most recent call last)</div>')
+    quiz = "<script>show_questions(q, d)</script>"
+    (html / "good.html").write_text(f'<p>ok</p><img src="a.png">{quiz}')
+    (html / "nofig.html").write_text(f"<p>no figure</p>{quiz}")
+    (html / "noquiz.html").write_text('<img src="a.png">')
+    (html / "error.html").write_text(f'<img src="a.png">{quiz}<div class="output_error">Traceback (most recent call last)</div>')
+    (tmp_path / "_build/html/exercises").mkdir(parents=True)
+    (tmp_path / "_build/html/exercises/good.html").write_text("<p>exercise</p>")
     problems = "\n".join(notebooks.check_html(tmp_path))
     assert "good.html" not in problems
     assert "nofig.html: no figure" in problems
+    assert "noquiz.html: no quiz" in problems and "nofig.html: no quiz" not in problems
     assert "error.html: contains an error output" in problems
     assert "missing.html: not built" in problems
+    assert "solutions/unlisted.html: not built" in problems
 
 
 def test_seed_book_cache_uses_only_fresh_unparameterised_runs(tmp_path):
