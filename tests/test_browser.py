@@ -181,6 +181,8 @@ def test_exercise_page_downloads_the_notebook(site, browser):
     link = browser.find_element("css selector", "a[href$='exercises/T07-fine-tuning.html']")
     link.click()
     hrefs = [a.get_attribute("href") for a in browser.find_elements("css selector", "a[href$='.ipynb']")]
+    assert not [h for h in hrefs if not h.startswith(site)], (
+        f"links off the book with no repository configured (launch buttons pointing elsewhere?): {hrefs}")
     download = [h for h in hrefs if h.endswith("exercises/T07-fine-tuning.ipynb")]
     assert download, f"no download link to the exercise notebook on its page: {hrefs}"
     with urllib.request.urlopen(download[0]) as response:
