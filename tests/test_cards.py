@@ -39,12 +39,17 @@ def _notes(apkg: Path) -> list[tuple[str, str, str]]:
 
 def test_to_html_math_markdown_and_escaping():
     html = cards.to_html("**Bold** and *it* with `x < y`, $a_i < b$ and\n\n$$\\sum_i w_i$$\n\n1. one\n2. two")
-    assert "<b>Bold</b>" in html and "<i>it</i>" in html and "<code>x &lt; y</code>" in html
+    assert "<strong>Bold</strong>" in html and "<em>it</em>" in html and "<code>x &lt; y</code>" in html
     assert "\\(a_i &lt; b\\)" in html and "\\[\\sum_i w_i\\]" in html and "$" not in html
     assert "<ol><li>one</li><li>two</li></ol>" in html
     assert cards.to_html("a <script> tag") == "<p>a &lt;script&gt; tag</p>"
     # an underscore inside math is not italics, a price is not math
-    assert "<i>" not in cards.to_html("$x_1 + y_2$") and "\\(" not in cards.to_html("costs $5 and $6")
+    assert "<em>" not in cards.to_html("$x_1 + y_2$") and "\\(" not in cards.to_html("costs $5 and $6")
+    # a link into the book keeps its words, a web link stays; fenced code keeps its lines
+    assert cards.to_html("see [T06](T06-x.ipynb) or [d2l](https://d2l.ai)") == \
+        '<p>see T06 or <a href="https://d2l.ai">d2l</a></p>'
+    assert "<pre><code" in cards.to_html("```python\nx = 1\ny = 2\n```") and "x = 1\ny = 2" in cards.to_html(
+        "```\nx = 1\ny = 2\n```")
 
 
 def test_anki_package(course, tmp_path, capsys):
@@ -60,7 +65,7 @@ def test_anki_package(course, tmp_path, capsys):
     part_tags = {cards.part_tag(c) for c in ("Part I: Foundations", "Part IV: Scenarios")}
     assert all(any(t in n[1].split() for t in part_tags) for n in notes)
     fronts = [n[2].split("\x1f")[0] for n in notes]
-    assert any("What is toy transfer, and when does it <i>help</i>?" in f for f in fronts)
+    assert any("What is toy transfer, and when does it <em>help</em>?" in f for f in fronts)
     assert any("Why freeze the base?" in f for f in fronts)
     backs = [n[2].split("\x1f")[1] for n in notes]
     assert any("\\(L = -\\log p\\)" in b and "<li>freeze it</li>" in b for b in backs)

@@ -283,3 +283,56 @@ def test_cli_refuses_a_db_in_the_checkout(course):
     out = subprocess.run(cmd, input="", capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert out.returncode == 2 and "inside the course checkout" in out.stderr and "--db" in out.stderr
     assert not (ROOT / "p.sqlite").exists()
+
+
+# --------------------------------------------------------------------------- the terminal line editor
+def _pty_console():
+    """A Console on both ends of a pseudo-terminal, and the master end to type into and read from."""
+    import pty
+
+    from tlcourse.interview.session import Console
+
+    master, slave = pty.openpty()
+    tin, tout = os.fdopen(slave, "rb", buffering=0), os.fdopen(os.dup(slave), "w")
+    return Console(stdin=tin, stdout=tout), master, (tin, tout)
+
+
+def _drain(master):
+    import select
+
+    out = b""
+    while select.select([master], [], [], 0.05)[0]:
+        out += os.read(master, 65536)
+    return out.decode(errors="replace")
+
+
+def test_terminal_editor_keys_and_pasted_crlf():
+    """Backspace, Ctrl-U, arrow keys, a tab and a pasted CRLF behave as the session's docstring says."""
+    console, master, files = _pty_console()
+    try:
+        assert console.tty
+        with console:
+            # 'x' erased by Backspace, a left arrow ignored, a tab as a space; then Ctrl-U clears
+            # "junk" and the pasted text has Windows line ends: each CRLF is one line end.
+            os.write(master, b"abx\x7f\x1b[Dc\td\r\njunk\x15line two\r\n\r\n")
+            text, seconds, timed_out = console.read_answer(5)
+        assert (text, timed_out) == ("abc d\nline two", False)
+        assert "[0:0" in _drain(master)  # the countdown was drawn
+    finally:
+        os.close(master)
+        for f in files:
+            f.close()
+
+
+def test_terminal_editor_times_out_and_keeps_the_line():
+    console, master, files = _pty_console()
+    try:
+        with console:
+            os.write(master, b"half a thou")
+            text, seconds, timed_out = console.read_answer(0.6)
+        assert (text, timed_out) == ("half a thou", True) and seconds >= 0.6
+        _drain(master)
+    finally:
+        os.close(master)
+        for f in files:
+            f.close()

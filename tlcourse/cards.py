@@ -16,9 +16,8 @@ question's ``id``), not of its text: importing a newer deck into Anki *updates* 
 wording changed instead of adding duplicates.
 
 Text. Chapters are markdown with ``$...$`` and ``$$...$$`` LaTeX; Anki shows HTML and typesets
-MathJax between ``\\(...\\)`` and ``\\[...\\]``. :func:`to_html` converts the small subset the
-chapters use (paragraphs, bold, italics, inline and fenced code, lists, links) and the math
-delimiters, escaping everything else.
+MathJax between ``\\(...\\)`` and ``\\[...\\]``. :func:`to_html` renders the markdown with markdown-it-py
+(CommonMark, the parser under MyST) and its dollar-math plugin, raw HTML escaped.
 
 Quiz questions keyed on a build's results (an expression such as ``answer: gain``) have a right
 answer only once the chapter has been executed: their key is read from the executed copy in
@@ -29,6 +28,7 @@ command says which and why.
 from __future__ import annotations
 
 import csv
+import functools
 import html
 import re
 import sys
@@ -65,104 +65,52 @@ class Card:
 
 
 # --------------------------------------------------------------------------- markdown -> HTML
-_CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.S)
-_DISPLAY = re.compile(r"\$\$(.+?)\$\$", re.S)
-_INLINE = re.compile(r"(?<![\\$])\$(?![\s$])(.+?)(?<![\s\\])\$(?!\d)", re.S)
-_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
-_BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*|__(?=\S)(.+?)(?<=\S)__", re.S)
-_ITALIC = re.compile(r"(?<![*\w])\*(?=\S)(.+?)(?<=\S)\*(?![*\w])|(?<![_\w])_(?=\S)(.+?)(?<=\S)_(?![_\w])", re.S)
-_BULLET = re.compile(r"^(\s*)[-*+]\s+(.*)$")
-_NUMBERED = re.compile(r"^(\s*)\d+[.)]\s+(.*)$")
+@functools.lru_cache(maxsize=1)
+def _markdown():
+    """CommonMark (markdown-it-py, the parser MyST uses for the book) with ``$``/``$$`` math, raw HTML off."""
+    from markdown_it import MarkdownIt
+    from mdit_py_plugins.dollarmath import dollarmath_plugin
+
+    md = MarkdownIt("commonmark", {"html": False}).use(
+        dollarmath_plugin, allow_space=False, allow_digits=False, double_inline=True)
+    # Anki typesets MathJax between \( \) and \[ \]
+    md.add_render_rule("math_inline", lambda self, tokens, i, *_: rf"\({html.escape(tokens[i].content, quote=False)}\)")
+    md.add_render_rule("math_inline_double",
+                       lambda self, tokens, i, *_: rf"\[{html.escape(tokens[i].content.strip(), quote=False)}\]")
+    md.add_render_rule("math_block",
+                       lambda self, tokens, i, *_: rf"<p>\[{html.escape(tokens[i].content.strip(), quote=False)}\]</p>")
+    return md
 
 
-def _inline(text: str, stash: list[str]) -> str:
-    """Inline markdown of one block; code and math are stashed as placeholders first."""
-    def keep(fragment: str) -> str:
-        stash.append(fragment)
-        return f"\x00{len(stash) - 1}\x00"
-
-    text = _CODE_SPAN.sub(lambda m: keep(f"<code>{html.escape(m.group(2).strip())}</code>"), text)
-    text = _DISPLAY.sub(lambda m: keep(f"\\[{html.escape(m.group(1).strip(), quote=False)}\\]"), text)
-    text = _INLINE.sub(lambda m: keep(f"\\({html.escape(m.group(1), quote=False)}\\)"), text)
-    text = html.escape(text, quote=False).replace("\\$", "$")
-
-    def link(m):
-        label, target = m.group(1), m.group(2)
-        if re.match(r"^https?://", target):
-            return f'<a href="{html.escape(target)}">{label}</a>'
-        return label  # a link into the book means nothing inside Anki: keep its words
-
-    text = _LINK.sub(link, text)
-    text = _BOLD.sub(lambda m: f"<b>{m.group(1) or m.group(2)}</b>", text)
-    text = _ITALIC.sub(lambda m: f"<i>{m.group(1) or m.group(2)}</i>", text)
-    return text.replace("\n", " ")
-
-
-def _restore(text: str, stash: list[str]) -> str:
-    for _ in range(3):  # a stashed fragment never holds another, but be safe
-        if "\x00" not in text:
-            break
-        text = re.sub(r"\x00(\d+)\x00", lambda m: stash[int(m.group(1))], text)
-    return text
+def _drop_book_links(tokens) -> None:
+    """A link into the book means nothing inside Anki: keep its words, drop the link."""
+    for token in tokens:
+        if token.children:
+            keep, closing = [], []
+            for child in token.children:
+                if child.type == "link_open":
+                    external = re.match(r"^https?://", child.attrGet("href") or "")
+                    closing.append(bool(external))
+                    if not external:
+                        continue
+                elif child.type == "link_close" and closing and not closing.pop():
+                    continue
+                keep.append(child)
+            token.children = keep
 
 
 def to_html(markdown: str) -> str:
-    r"""The chapters' markdown as simple HTML, with Anki's MathJax delimiters.
+    r"""The chapters' markdown as HTML for Anki, math between MathJax's ``\( \)`` and ``\[ \]``.
 
     >>> to_html("The **source** has $P(X)$; see [T06](T06-x.ipynb).")
-    '<p>The <b>source</b> has \\(P(X)\\); see T06.</p>'
-    >>> to_html("- one *item*\n- `a < b`")
-    '<ul><li>one <i>item</i></li><li><code>a &lt; b</code></li></ul>'
+    '<p>The <strong>source</strong> has \\(P(X)\\); see T06.</p>'
     >>> to_html("$$\nL = T^2 \\, \\mathrm{KL}\n$$")
     '<p>\\[L = T^2 \\, \\mathrm{KL}\\]</p>'
     """
-    stash: list[str] = []
-    text = str(markdown).replace("\r\n", "\n").strip("\n")
-    out: list[str] = []
-
-    # fenced code first: its lines are never markdown
-    def fence(m):
-        stash.append(f"<pre><code>{html.escape(m.group(2).strip(chr(10)))}</code></pre>")
-        return f"\n\n\x00{len(stash) - 1}\x00\n\n"
-
-    text = re.sub(r"^```([^\n]*)\n(.*?)^```[ \t]*$", fence, text, flags=re.S | re.M)
-    # display math may span blank-free lines; stash it whole so the block split cannot cut it
-    text = _DISPLAY.sub(lambda m: _stash(stash, f"\\[{html.escape(m.group(1).strip(), quote=False)}\\]"), text)
-
-    for block in re.split(r"\n[ \t]*\n", text):
-        if not block.strip():
-            continue
-        lines = block.split("\n")
-        if re.fullmatch(r"\x00\d+\x00", block.strip()) and stash[int(block.strip()[1:-1])].startswith("<pre>"):
-            out.append(block.strip())
-            continue
-        first = lines[0]
-        kind = "ul" if _BULLET.match(first) else "ol" if _NUMBERED.match(first) else None
-        if kind:
-            pattern = _BULLET if kind == "ul" else _NUMBERED
-            items: list[str] = []
-            for line in lines:
-                m = pattern.match(line)
-                if m and len(m.group(1)) < 2:
-                    items.append(m.group(2))
-                elif items:
-                    items[-1] += " " + line.strip()
-            out.append(f"<{kind}>" + "".join(f"<li>{_inline(i, stash)}</li>" for i in items) + f"</{kind}>")
-        elif first.startswith("#"):
-            out.append(f"<p><b>{_inline(first.lstrip('#').strip(), stash)}</b></p>")
-            if lines[1:]:
-                out.append(f"<p>{_inline(chr(10).join(lines[1:]), stash)}</p>")
-        elif first.startswith(">"):
-            quoted = "\n".join(line.lstrip(">").strip() for line in lines)
-            out.append(f"<blockquote>{_inline(quoted, stash)}</blockquote>")
-        else:
-            out.append(f"<p>{_inline(block.strip(), stash)}</p>")
-    return _restore("".join(out), stash)
-
-
-def _stash(stash: list[str], fragment: str) -> str:
-    stash.append(fragment)
-    return f"\x00{len(stash) - 1}\x00"
+    md = _markdown()
+    tokens = md.parse(str(markdown))
+    _drop_book_links(tokens)
+    return md.renderer.render(tokens, md.options, {}).strip().replace(">\n<", "><")
 
 
 def part_tag(caption: str) -> str:

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from tlcourse.grading import Question
+from tlcourse.grading.answers import NOT_PLAIN as _NOT_PLAIN, shown as _shown
 from tlcourse.grading.choice import choice_question
 
 LAYERS = ("block1", "block2", "block3", "head")
@@ -56,7 +57,6 @@ FROZEN_BLOCKS = ("block1", "block2", "block3")
 N_CLASSES = 19
 _TOY_NOISE, _TOY_TRAIN, _TOY_EVAL = 24, 120, 80
 _MEMORISATION_Z, _MEMORISATION_GAP = 4.0, 0.05
-_NOT_PLAIN = "<not plain data: "
 
 
 # ---------------------------------------------------------------- helpers (both sides)
@@ -69,14 +69,6 @@ def _scalar(value):
     return f"{_NOT_PLAIN}{type(value).__name__}>"
 
 
-def _shown(value) -> str:
-    if isinstance(value, str) and value.startswith(_NOT_PLAIN):
-        kind = value[len(_NOT_PLAIN):-1]
-        if kind == "ellipsis":
-            return "`...`, the exercise's placeholder"
-        return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _as_accuracy(value, what: str) -> float:

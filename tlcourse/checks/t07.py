@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from tlcourse.grading import Question
+from tlcourse.grading.answers import NOT_PLAIN as _NOT_PLAIN, shown
 from tlcourse.grading.choice import choice_question
 
 _BATCHNORM = nn.modules.batchnorm._BatchNorm
@@ -56,7 +57,6 @@ _BODY = ("block1", "block2", "block3")
 N_CLASSES = 19
 _MIN_DRIFT = 1e-4
 _MIN_TOLERANCE = 0.0015  # 3 of the 2,000 held-out digits: rounding on a GPU, not a different answer
-_NOT_PLAIN = "<not plain data: "
 
 
 # ---------------------------------------------------------------- helpers (both sides)
@@ -77,13 +77,7 @@ def _pair(value):
 
 
 def _shown(value) -> str:
-    if isinstance(value, str) and value.startswith(_NOT_PLAIN):
-        kind = value[len(_NOT_PLAIN):-1]
-        if kind == "ellipsis":
-            return "`...`, the exercise's placeholder"
-        return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return shown(value, limit=80)
 
 
 def _ints(value) -> tuple[int, ...] | None:

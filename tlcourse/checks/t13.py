@@ -34,6 +34,7 @@ import torch
 from torch.nn import functional as F
 
 from tlcourse.grading import Question
+from tlcourse.grading.answers import NOT_PLAIN as _NOT_PLAIN, shown as _shown
 from tlcourse.grading.choice import choice_question
 
 # ---------------------------------------------------------------- the exercise's fixed setting
@@ -43,7 +44,6 @@ TEMPERATURES = (1, 4, 16)
 ALPHA = 0.9
 Q1_CASES = ((4.0, 0.9), (1.0, 0.5), (8.0, 1.0), (2.0, 0.0), (3.0, 0.7))
 _N, _C = 16, 10
-_NOT_PLAIN = "<not plain data: "
 
 
 def _scalar(value):
@@ -57,14 +57,6 @@ def _scalar(value):
     return f"{_NOT_PLAIN}{type(value).__name__}>"
 
 
-def _shown(value) -> str:
-    if isinstance(value, str) and value.startswith(_NOT_PLAIN):
-        kind = value[len(_NOT_PLAIN):-1]
-        if kind == "ellipsis":
-            return "`...`, the exercise's placeholder"
-        return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # ---------------------------------------------------------------- q1

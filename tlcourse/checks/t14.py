@@ -28,21 +28,13 @@ import numpy as np
 import torch
 
 from tlcourse.grading import Question
+from tlcourse.grading.answers import NOT_PLAIN as _NOT_PLAIN, shown as _shown
 from tlcourse.grading.choice import choice_question
 
-_NOT_PLAIN = "<not plain data: "
 Q1_CASES = ((0.1, False), (0.05, False), (0.2, False), (0.1, True))   # (inner_lr, first_order)
 _D, _K, _Q = 3, 5, 8
 
 
-def _shown(value) -> str:
-    if isinstance(value, str) and value.startswith(_NOT_PLAIN):
-        kind = value[len(_NOT_PLAIN):-1]
-        if kind == "ellipsis":
-            return "`...`, the exercise's placeholder"
-        return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _array(value):

@@ -26,7 +26,11 @@ import numpy as np
 
 from .plain import PlainDataError, to_plain
 
-__all__ = ["plain_or_type", "call", "describe", "returned_float"]
+__all__ = ["plain_or_type", "call", "describe", "returned_float", "NOT_PLAIN", "not_plain", "shown"]
+
+# What a collect step returns in place of a value that cannot cross as plain data (a tensor with
+# grad, a model, the placeholder ``...``): a string that the grade step recognises and names.
+NOT_PLAIN = "<not plain data: "
 
 
 def plain_or_type(value):
@@ -77,3 +81,23 @@ def returned_float(entry, what: str, expected: str) -> float:
     if not math.isfinite(value):
         raise AssertionError(f"{what} returned {value}; expected {expected}")
     return float(value)
+
+
+def not_plain(value) -> str:
+    """The marker a collect step returns for a value that is not plain data: ``<not plain data: Tensor>``."""
+    return f"{NOT_PLAIN}{type(value).__name__}>"
+
+
+def shown(value, limit: int = 60) -> str:
+    """A collected value as a message shows it: a :func:`not_plain` marker named, anything else its repr.
+
+    >>> shown(not_plain(...)), shown(not_plain(object())), shown(0.25), shown("x" * 80, limit=10)
+    ("`...`, the exercise's placeholder", 'an object', '0.25', "'xxxxxx...")
+    """
+    if isinstance(value, str) and value.startswith(NOT_PLAIN):
+        kind = value[len(NOT_PLAIN):-1]
+        if kind == "ellipsis":
+            return "`...`, the exercise's placeholder"
+        return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -135,6 +135,9 @@ class Console:
 
             self._saved_mode = termios.tcgetattr(self.fd)
             tty.setcbreak(self.fd)  # no line buffering, no echo; Ctrl-C still sends SIGINT
+            mode = termios.tcgetattr(self.fd)
+            mode[0] &= ~termios.ICRNL  # Enter arrives as CR, so a pasted CRLF can be read as one line end
+            termios.tcsetattr(self.fd, termios.TCSANOW, mode)
         return self
 
     def __exit__(self, *exc):
@@ -235,6 +238,8 @@ class Console:
                 if ch == "\x1b":
                     escape = 1
                 elif ch in "\r\n":
+                    if ch == "\r" and self._pending.startswith("\n"):
+                        self._pending = self._pending[1:]  # a pasted CRLF is one line end, not two
                     self._finish(done_prefix)
                     return "".join(self._line), False
                 elif ch in "\x7f\x08":
