@@ -3,7 +3,8 @@
 The public API is chosen here; each concept lives in its own module:
 
 - ``runtime``: :func:`device`, :func:`seed_everything`
-- ``data``: one door to every dataset (checksummed, offline-first)
+- ``data``: one door to every dataset: images (``load``) and text (``load_text``), checksummed,
+  offline-first
 - ``zoo`` / ``models``: pretrained sources that work offline, and in-house source models
 - ``features``: frozen feature extraction and linear probes
 - ``finetune``: freezing, BatchNorm, discriminative learning rates, two-stage fine-tuning;
@@ -18,10 +19,20 @@ The public API is chosen here; each concept lives in its own module:
   teacher/student experiments of chapter T13 on scikit-learn's digits
 - ``dann``: domain-adversarial training (gradient reversal, DANN, CDAN); ``dann_demo``: the small
   USPS-to-MNIST study of chapter S02 (equal-budget arms, the target-BatchNorm control)
-- ``meta``: MAML, prototypical networks, sinusoid and N-way K-shot task samplers; ``meta.demo``:
-  the classification-pretrained baseline and the graph-size measurement of chapter T14
+- ``meta``: MAML, prototypical networks, siamese networks, sinusoid and N-way K-shot task samplers;
+  ``meta.demo``: the classification-pretrained baseline and the graph-size measurement of chapter T14
+- ``adapt``: adaptation with unlabelled target data only (AdaBN: target BatchNorm statistics)
+- ``l2sp``: L2-SP regularisation towards the pretrained weights (Li et al., 2018);
+  ``negative_transfer_demo``: the sources and target of chapter T05
+- ``curves``: the benefits of transfer read off learning curves (jumpstart, area, time to
+  threshold, asymptotic gap) and the seeded curve recorder of chapter T03
 - ``transferability``: LEEP, NCE, H-score, LogME
+- ``zeroshot``: attribute-based zero-shot, generalised zero-shot (seen/unseen/harmonic mean),
+  calibrated stacking, label-similarity text classification (chapter T09)
+- ``zoo_table``: model facts read from the libraries' own APIs, FLOPs and CPU latency (chapter T10)
 - ``divergence``: proxy A-distance, MMD, KL/JS between domains
+- ``shifts``: Pan & Yang's source/target cases (covariate, label, concept, heterogeneous) as seeded
+  2-D generators with their true conditionals, and the MMD permutation test of chapter T02
 - ``similarity``: a dataset seen through a source model, and every similarity measure for one
   source/target pair beside the accuracy transfer reaches
 - ``bounds``: the Ben-David et al. (2010) domain-adaptation bound, term by term;

@@ -21,7 +21,6 @@ the "oracle" model-selection rule may read, and the USPS test set, reported only
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .batchnorm import BATCHNORM
+from .adapt import adapt_batchnorm
 from .dann import DomainDiscriminator, StepHistory, dann_lr, train_dann
 from .divergence import proxy_a_distance
 from .train import fit, make_loader, predict
@@ -186,25 +185,11 @@ def train_arm(shift: DigitShift, method: str, *, seed: int, steps: int = 400, ba
 def adabn(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn.Module:
     """A copy of ``model`` whose BatchNorm running mean/variance are re-estimated on images ``x``.
 
-    AdaBN (Li, Wang, Shi, Hou & Liu, 2018, "Adaptive Batch Normalization for practical domain
-    adaptation", Pattern Recognition; arXiv:1603.04779, 2016): a source-trained network normalises
-    target images with *source* statistics; replacing them by the target's (no gradient, weights
-    unchanged) is a free adaptation. The statistics are the cumulative average over the batches of
-    ``x`` (PyTorch's ``momentum=None``): every batch counts the same, so choose ``batch_size`` to
-    divide ``len(x)`` for an exact per-image mean. The input model is not modified. Returned in
-    eval mode.
+    AdaBN (Li et al., 2016/2018): :func:`tlcourse.adapt.adapt_batchnorm` with S02's batch size
+    (the cumulative average over the batches of ``x``: choose ``batch_size`` to divide ``len(x)``
+    for an exact per-image mean). The input model is not modified; returned in eval mode.
     """
-    model = copy.deepcopy(model)
-    norms = [m for m in model.modules() if isinstance(m, BATCHNORM)]
-    if not norms:
-        raise ValueError("adabn needs a model with BatchNorm layers")
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches, not an exponential one
-    model.train()
-    for i in range(0, len(x), batch_size):
-        model(x[i:i + batch_size])
-    return model.eval()
+    return adapt_batchnorm(model, x, batch_size)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

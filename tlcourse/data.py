@@ -45,8 +45,9 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "DataError", "DataFile", "REGISTRY", "ImageData",
-    "fetch_file", "load", "holdout_split", "datasets", "data_dirs", "resize", "to_rgb",
+    "DataError", "DataFile", "REGISTRY", "ImageData", "TextData",
+    "fetch_file", "load", "load_text", "holdout_split", "datasets", "text_datasets", "data_dirs",
+    "resize", "to_rgb",
 ]
 
 
@@ -74,6 +75,8 @@ _ORIGINS = {
     "resnet_cifar10": ("akamaster/pytorch_resnet_cifar10", "d5489e8", "pretrained_models/"),
     "imagenet_classes": ("pytorch/hub", "c7895df7", ""),
     "omniglot": ("brendenlake/omniglot", "057f034", "python/"),
+    "agnews": ("forest-snow/alps", "3c7ef2c9", "data/agnews/"),
+    "sst2": ("forest-snow/alps", "3c7ef2c9", "data/SST-2/"),
 }
 # The 9,001 PNGs live one by one upstream; this zip of them was made for the course.
 _LOCAL_ONLY = {"mnist_m/mnist_m_test_png.zip":
@@ -97,6 +100,11 @@ d509ac1820d7f25398913559d7e81a13229b1e7adc5648e3bfa5e22dc137f850  resnet_cifar10
 1f386e0d1cb6e28b9c2dac651c3dea6801e98ad1b41a14ce6bb1a093d72069f5  imagenet_classes/imagenet_classes.txt
 f38eb80f801274ac2b4dff5b24289016bfaba4a7d5bb50deebf27104ad6cb8a4  omniglot/images_background_small1.zip
 3ccaa407515a8778e5d0861875af38b17e418f301ad5bb3b5a6b65d901a41c7f  omniglot/images_background_small2.zip
+7a0811e0006080bf4de17752c5466450ff3db778be71bc5bcf3c4e99b5f0803d  agnews/dev.tsv
+e4217edd939f618f24a42b0988c56ec3cddf656d8dc279b9afa443dd1ab6a1c1  agnews/test.tsv
+920e317b2c52e12cd22db1da2c6708312bd7dc4f3712b9bbf1b50ee6c2c792ba  sst2/train.tsv
+92353770071a2a889f75d000a38a9e541ea8f0a5499e50f040b17917a5cbf66f  sst2/dev.tsv
+54a9c12c77e402fc14d6a66a506f24d999f596b0176eb777c972cccc2f9cc4b0  sst2/test.tsv
 """
 
 
@@ -552,3 +560,137 @@ def to_rgb(images):
     if isinstance(images, np.ndarray):
         return np.repeat(images, 3, axis=1)
     return images.repeat(1, 3, 1, 1)
+
+
+# --------------------------------------------------------------------------- text
+@dataclass(frozen=True, eq=False)
+class TextData:
+    """A labelled text set: ``texts`` (N strings), ``labels`` int64 (N,) in ``range(len(classes))``;
+    ``classes[k]`` names label k.
+
+    >>> d = TextData(("good", "bad"), np.array([1, 0]), ("negative", "positive"), "toy", "test")
+    >>> d, d.classes[d.labels[0]]
+    (TextData(name='toy', split='test', texts=2, classes=2), 'positive')
+    """
+
+    texts: tuple[str, ...] = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    classes: tuple[str, ...]
+    name: str
+    split: str
+
+    def __post_init__(self):
+        if not isinstance(self.texts, tuple) or not all(isinstance(t, str) for t in self.texts):
+            raise ValueError("texts must be a tuple of strings")
+        n = len(self.texts)
+        if self.labels.ndim != 1 or self.labels.dtype != np.int64 or len(self.labels) != n:
+            raise ValueError(f"labels must be int64 of shape ({n},), one per text, got "
+                             f"{self.labels.dtype} {self.labels.shape}")
+        if n and not 0 <= self.labels.min() <= self.labels.max() < len(self.classes):
+            raise ValueError(f"labels must lie in [0, {len(self.classes)}), got "
+                             f"[{self.labels.min()}, {self.labels.max()}]")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __repr__(self) -> str:
+        return (f"TextData(name={self.name!r}, split={self.split!r}, texts={len(self.texts)}, "
+                f"classes={len(self.classes)})")
+
+
+def _read_tsv(path: Path, header: bool) -> list[tuple[str, str]]:
+    """Rows ``(text, label)`` of a two-column file split on tabs only: no quoting, so a quote
+    character inside a sentence stays a character (csv.QUOTE_NONE)."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    rows = [line.rsplit("\t", 1) for line in lines[1 if header else 0:] if line.strip()]
+    bad = next((i for i, r in enumerate(rows) if len(r) != 2), None)
+    if bad is not None:
+        raise DataError(f"{path} line {bad + 1 + header} does not have two tab-separated columns; "
+                        "the file is not the registered one: delete it and call again.")
+    return [(text, label) for text, label in rows]
+
+
+_AGNEWS_CLASSES = ("World", "Sports", "Business", "Sci/Tech")   # the usual label order 1..4
+
+
+def _decode_agnews(path: Path) -> tuple[list[str], list[int]]:
+    rows = _read_tsv(path, header=False)
+    # The AG corpus writes a line break inside an article as a backslash ("second\\team").
+    texts = [" ".join(text.replace("\\", " ").split()) for text, _ in rows]
+    return texts, [_AGNEWS_CLASSES.index(label) for _, label in rows]
+
+
+def _decode_sst2(path: Path) -> tuple[list[str], list[int]]:
+    rows = _read_tsv(path, header=True)
+    return [text.strip() for text, _ in rows], [int(label) for _, label in rows]
+
+
+@dataclass(frozen=True)
+class _TextDataset:
+    files: Mapping[str, str]                       # split -> registered file
+    classes: tuple[str, ...]
+    decode: Callable[[Path], tuple[list[str], list[int]]]
+    unavailable: Mapping[str, str] = field(default_factory=dict)
+
+
+_TEXT_DATASETS: dict[str, _TextDataset] = {
+    "agnews": _TextDataset({"dev": "agnews/dev.tsv", "test": "agnews/test.tsv"}, _AGNEWS_CLASSES,
+                           _decode_agnews,
+                           {"train": "the AG News train file (over 4 MiB) is not in the offline data, "
+                                     "so only split='dev' (10,001) and split='test' (7,600) are available"}),
+    "sst2": _TextDataset({"train": "sst2/train.tsv", "dev": "sst2/dev.tsv", "test": "sst2/test.tsv"},
+                         ("negative", "positive"), _decode_sst2),
+}
+
+
+def text_datasets() -> dict[str, tuple[str, ...]]:
+    """Names that :func:`load_text` knows, each with its splits.
+
+    >>> text_datasets()["sst2"]
+    ('train', 'dev', 'test')
+    """
+    return {name: tuple(spec.files) for name, spec in _TEXT_DATASETS.items()}
+
+
+def load_text(name: str, split: str = "test", n: int | None = None, seed: int = 0) -> TextData:
+    """Load a labelled text dataset by name (files SHA-256 checked by :func:`fetch_file`).
+
+    ======  ===============  ==================  =====================================================
+    name    split            N                   classes
+    ======  ===============  ==================  =====================================================
+    agnews  dev / test       10,001 / 7,600      World, Sports, Business, Sci/Tech (Zhang et al., 2015)
+    sst2    train/dev/test   60,614/6,735/872    negative, positive (Socher et al., 2013)
+    ======  ===============  ==================  =====================================================
+
+    Both come from the ``forest-snow/alps`` repository. AG News: news articles (the description
+    field), each backslash, the corpus's line break, turned into a space. SST-2: the GLUE
+    sentences, lower-cased and tokenised as distributed; its ``dev`` was split out of GLUE's
+    train set and its ``test`` is GLUE's labelled dev set. Files are split on tabs only (no
+    quoting). ``n`` keeps a random subset of ``n`` items, the first ``n`` of
+    ``np.random.default_rng(seed).permutation(N)``, so a notebook and its grader draw the same.
+
+    Raises ``ValueError`` for an unknown name, split or ``n`` and :class:`DataError` when a file is
+    missing or corrupt.
+
+    >>> news = load_text("agnews", "test", n=4, seed=0)
+    >>> news, news.classes
+    (TextData(name='agnews', split='test', texts=4, classes=4), ('World', 'Sports', 'Business', 'Sci/Tech'))
+    >>> load_text("agnews", "train")
+    Traceback (most recent call last):
+    ValueError: agnews split 'train' is not available: the AG News train file (over 4 MiB) is not in the offline data, so only split='dev' (10,001) and split='test' (7,600) are available
+    """
+    if name not in _TEXT_DATASETS:
+        raise ValueError(f"unknown text dataset {name!r}; known text datasets: {', '.join(_TEXT_DATASETS)}")
+    spec = _TEXT_DATASETS[name]
+    if split in spec.unavailable:
+        raise ValueError(f"{name} split {split!r} is not available: {spec.unavailable[split]}")
+    if split not in spec.files:
+        raise ValueError(f"{name} has no split {split!r}; its splits are {tuple(spec.files)}")
+    texts, labels = spec.decode(fetch_file(spec.files[split]))
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 < n <= len(texts):
+            raise ValueError(f"n must be an integer in [1, {len(texts)}] for {name} {split} "
+                             f"({len(texts)} texts), got {n!r}")
+        keep = np.random.default_rng(seed).permutation(len(texts))[:n]
+        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    return TextData(tuple(texts), np.asarray(labels, dtype=np.int64), spec.classes, name, split)
