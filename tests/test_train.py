@@ -91,3 +91,15 @@ def test_predict_matches_forward_and_history_extend():
     assert torch.allclose(predict(net, x, batch_size=3), net(x))
     a, b = History([{"epoch": 1}]), History([{"epoch": 1}, {"epoch": 2}])
     assert a.extend(b)["epoch"] == [1, 2, 3]
+
+
+def test_importing_the_training_loop_in_a_kernel_prints_nothing():
+    """tqdm.auto warns "IProgress not found" in a kernel without ipywidgets; that warning printed into
+    every executed chapter of the book until tlcourse._progress silenced it (and only it)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import tlcourse.train, tlcourse.dann, tlcourse.distill, tlcourse.meta.maml, tlcourse.meta.protonets")])
+    NotebookClient(nb, kernel_name="python3", timeout=120).execute()
+    assert nb.cells[0].outputs == []

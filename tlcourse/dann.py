@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+from ._progress import tqdm
 
 from .batchnorm import keep_frozen_batchnorm_in_eval
 from .train import History, _autocast, _check_loader, evaluate, model_device

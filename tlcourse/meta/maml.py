@@ -80,7 +80,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+from .._progress import tqdm
 
 from ..dann import StepHistory
 from ..train import model_device

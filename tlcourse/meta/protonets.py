@@ -39,7 +39,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+from .._progress import tqdm
 
 from ..dann import StepHistory
 from ..train import model_device
