@@ -100,6 +100,7 @@ def test_importing_the_training_loop_in_a_kernel_prints_nothing():
     from nbclient import NotebookClient
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "import tlcourse.train, tlcourse.dann, tlcourse.distill, tlcourse.meta.maml, tlcourse.meta.protonets")])
+        "import tlcourse.train, tlcourse.dann, tlcourse.distill, tlcourse.meta.maml, tlcourse.meta.protonets\n"
+        "import transformers, tqdm.auto")])  # another library's tqdm.auto after tlcourse: silent too
     NotebookClient(nb, kernel_name="python3", timeout=120).execute()
     assert nb.cells[0].outputs == []

@@ -42,6 +42,7 @@ The public API is chosen here; each concept lives in its own module:
 - ``grading``: instant feedback in exercise notebooks and a notebook grader
 - ``exercise_data``: the data splits of the graded exercises, shared by the notebooks and their checks
 """
+from . import _progress  # noqa: F401  (silences tqdm's IProgress warning in kernels; see its docstring)
 from .runtime import device, seed_everything
 
 __version__ = "0.1.0"

