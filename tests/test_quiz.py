@@ -113,6 +113,8 @@ def test_keys_follow_the_results(tmp_path):
     (("    tolerance: 0\n", ""), "needs 'answer' and 'tolerance'"),
     (("type: numeric\n    question: What is 2", "type: essay\n    question: What is 2"), "type must be"),
     (("answer: gain\n", "answer: gain + missing\n"), "did not pass"),
+    (("type: numeric\n    question: What is 2", "type: numeric\n    question: This build. What is 2"),
+     "starts with 'This build'"),
 ])
 def test_bad_quiz_is_refused_with_a_reason(tmp_path, edit, message):
     old, new = edit

@@ -197,6 +197,9 @@ def build(chapter_id: str, results: dict | None = None, root=None) -> list[dict]
         ids.add(q["id"])
         if not str(q.get("question", "")).strip():
             raise QuizError(f"{where}: no 'question' text")
+        if str(q["question"]).lstrip().lower().startswith("this build"):
+            raise QuizError(f"{where}: the question starts with 'This build'; leave it out, the quiz adds "
+                            "it to every question keyed on the chapter's results")
         section = q.get("section")
         if section not in headings:
             raise QuizError(f"{where}: section {section!r} is not a heading of {path} "
