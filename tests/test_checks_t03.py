@@ -11,7 +11,7 @@ import torch
 
 from tlcourse import curves
 from tlcourse.checks import t03
-from tlcourse.grading.feedback import evaluate_question
+from tests.check_helpers import question_helpers
 
 SEED = 1234
 
@@ -87,21 +87,7 @@ def namespace():
     return dict(auc=auc_trapezoid, time_to_threshold=ttt_loop, auc_gap=auc_gap, asymptotic_gap=asym, answer_q3="b")
 
 
-def grade(namespace, question, seed=SEED, **changes):
-    q = next(q for q in t03.QUESTIONS if q.name == question)
-    return evaluate_question(q, {**namespace, **changes}, seed, time_limit=None)
-
-
-def passes(namespace, question, **changes):
-    result = grade(namespace, question, **changes)
-    assert result.passed, f"{question}: {result.message}"
-
-
-def fails(namespace, question, words, **changes):
-    result = grade(namespace, question, **changes)
-    assert not result.passed, f"{question} passed although it should not"
-    assert words in result.message, result.message
-    return result
+grade, passes, fails = question_helpers(t03, SEED)
 
 
 def test_points_come_from_the_questions():

@@ -13,7 +13,7 @@ from torch import nn
 from tlcourse.adapt import adapt_batchnorm
 from tlcourse.batchnorm import BATCHNORM
 from tlcourse.checks import t04
-from tlcourse.grading.feedback import evaluate_question
+from tests.check_helpers import question_helpers
 
 SEED = 1234
 
@@ -145,21 +145,7 @@ def namespace():
     return dict(target_batchnorm=bn_solution, pool_and_fresh_accuracy=pf_solution, answer_q3="b")
 
 
-def grade(namespace, question, seed=SEED, **changes):
-    q = next(q for q in t04.QUESTIONS if q.name == question)
-    return evaluate_question(q, {**namespace, **changes}, seed, time_limit=None)
-
-
-def passes(namespace, question, **changes):
-    result = grade(namespace, question, **changes)
-    assert result.passed, f"{question}: {result.message}"
-
-
-def fails(namespace, question, words, **changes):
-    result = grade(namespace, question, **changes)
-    assert not result.passed, f"{question} passed although it should not"
-    assert words in result.message, result.message
-    return result
+grade, passes, fails = question_helpers(t04, SEED)
 
 
 def test_points_come_from_the_questions():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tlcourse.checks import t05
-from tlcourse.grading.feedback import evaluate_question
 from tlcourse.negative_transfer_demo import accuracy, target_splits, train_source
+from tests.check_helpers import question_helpers
 
 SEED = 1234
 
@@ -93,21 +93,7 @@ def namespace(arms):
                 answer_q3="b")
 
 
-def grade(namespace, question, seed=SEED, **changes):
-    q = next(q for q in t05.QUESTIONS if q.name == question)
-    return evaluate_question(q, {**namespace, **changes}, seed, time_limit=None)
-
-
-def passes(namespace, question, **changes):
-    result = grade(namespace, question, **changes)
-    assert result.passed, f"{question}: {result.message}"
-
-
-def fails(namespace, question, words, **changes):
-    result = grade(namespace, question, **changes)
-    assert not result.passed, f"{question} passed although it should not"
-    assert words in result.message, result.message
-    return result
+grade, passes, fails = question_helpers(t05, SEED)
 
 
 def test_points_come_from_the_questions():

@@ -21,9 +21,9 @@ from tlcourse.data import load
 from tlcourse.exercise_data import _t06_all_splits, t06_letter_splits
 from tlcourse.features import extract_layer_features, linear_probe
 from tlcourse.finetune import count_parameters, freeze
-from tlcourse.grading.feedback import evaluate_question
 from tlcourse.train import evaluate, fit, make_loader
 from tlcourse.transfer import replace_head
+from tests.check_helpers import question_helpers
 
 LAYERS = list(t06.LAYERS)
 SEED = 1234
@@ -114,21 +114,7 @@ def namespace(data):
         head_acc=accuracy(extractor, d["x_test"], d["y_test"]), answer_q4="b")
 
 
-def grade(namespace, question, seed=SEED, **changes):
-    q = next(q for q in t06.QUESTIONS if q.name == question)
-    return evaluate_question(q, {**namespace, **changes}, seed, time_limit=None)
-
-
-def passes(namespace, question, **changes):
-    result = grade(namespace, question, **changes)
-    assert result.passed, f"{question}: {result.message}"
-
-
-def fails(namespace, question, words, **changes):
-    result = grade(namespace, question, **changes)
-    assert not result.passed, f"{question} passed although it should not"
-    assert words in result.message, result.message
-    return result
+grade, passes, fails = question_helpers(t06, SEED)
 
 
 # ---------------------------------------------------------------- the splits

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from tlcourse.checks import t09
-from tlcourse.grading.feedback import evaluate_question
 from tlcourse.meta.episodes import mean_confidence_interval
 from tlcourse.zeroshot import GZSLAccuracy, calibrated_stacking, choose_gamma, gzsl_accuracy
+from tests.check_helpers import question_helpers
 
 SEED = 1234
 
@@ -72,21 +72,7 @@ def namespace(scores):
     return dict(episode_ci=episode_ci, gamma_val=gamma, test_gzsl=test, answer_q3="b")
 
 
-def grade(namespace, question, seed=SEED, **changes):
-    q = next(q for q in t09.QUESTIONS if q.name == question)
-    return evaluate_question(q, {**namespace, **changes}, seed, time_limit=None)
-
-
-def passes(namespace, question, **changes):
-    result = grade(namespace, question, **changes)
-    assert result.passed, f"{question}: {result.message}"
-
-
-def fails(namespace, question, words, **changes):
-    result = grade(namespace, question, **changes)
-    assert not result.passed, f"{question} passed although it should not"
-    assert words in result.message, result.message
-    return result
+grade, passes, fails = question_helpers(t09, SEED)
 
 
 def test_points_come_from_the_questions():

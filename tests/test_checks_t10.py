@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from tlcourse.checks import t10
-from tlcourse.grading.feedback import evaluate_question
 from tlcourse.zoo_table import measure_latency, torchvision_weights_table
+from tests.check_helpers import question_helpers
 
 SEED = 1234
 
@@ -129,21 +129,7 @@ def namespace():
     return dict(facts=facts_from_meta(), time_forward=time_forward, answer_q3="b")
 
 
-def grade(namespace, question, seed=SEED, **changes):
-    q = next(q for q in t10.QUESTIONS if q.name == question)
-    return evaluate_question(q, {**namespace, **changes}, seed, time_limit=None)
-
-
-def passes(namespace, question, **changes):
-    result = grade(namespace, question, **changes)
-    assert result.passed, f"{question}: {result.message}"
-
-
-def fails(namespace, question, words, **changes):
-    result = grade(namespace, question, **changes)
-    assert not result.passed, f"{question} passed although it should not"
-    assert words in result.message, result.message
-    return result
+grade, passes, fails = question_helpers(t10, SEED)
 
 
 def with_fact(facts, name, **fields):

@@ -11,8 +11,8 @@ from torch.nn import functional as F
 from tlcourse.checks import t13
 from tlcourse.distill import distillation_loss
 from tlcourse.distill_demo import accuracy, digits_splits, train_student, train_teacher
-from tlcourse.grading.feedback import evaluate_question
 from tlcourse.train import predict
+from tests.check_helpers import question_helpers
 
 SEED = 1234
 
@@ -90,21 +90,7 @@ def namespace(sweep):
                 answer_q3="b")
 
 
-def grade(namespace, question, seed=SEED, **changes):
-    q = next(q for q in t13.QUESTIONS if q.name == question)
-    return evaluate_question(q, {**namespace, **changes}, seed, time_limit=None)
-
-
-def passes(namespace, question, **changes):
-    result = grade(namespace, question, **changes)
-    assert result.passed, f"{question}: {result.message}"
-
-
-def fails(namespace, question, words, **changes):
-    result = grade(namespace, question, **changes)
-    assert not result.passed, f"{question} passed although it should not"
-    assert words in result.message, result.message
-    return result
+grade, passes, fails = question_helpers(t13, SEED)
 
 
 def test_points_come_from_the_questions():
