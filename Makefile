@@ -68,10 +68,12 @@ browser-tools:
 unit: env sandbox-tools
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist load -m "not browser"
 
-# nbval re-runs the executed notebooks and compares the outputs marked NBVAL_CHECK_OUTPUT.
+# Every chapter is executed once, by papermill in `unit`; the notebook tests and the book build read
+# that copy. nbval runs the solutions a second time and compares their grades (the grading cells are
+# tagged nbval-check-output in the executed copy): a grade that changes between runs fails.
 nbval: env
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadscope --nbval-lax -p no:cacheprovider -o addopts="" -o testpaths="" \
-	    --nbval-current-env _build/executed/book _build/executed/solutions
+	    --nbval-current-env _build/executed/solutions
 
 # The book from the notebooks executed above (their outputs are put in the book's cache).
 html: env

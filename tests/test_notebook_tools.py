@@ -75,3 +75,14 @@ def test_seed_book_cache_uses_only_fresh_unparameterised_runs(tmp_path):
 
     out.with_suffix(".json").write_text('{"seconds": 1.0, "parameters": {"n": 5}}')
     assert notebooks.seed_book_cache(tmp_path) == []  # a parameterised run is not the book's
+
+
+def test_mark_graded_outputs_tags_only_the_grading_cells():
+    nb = new_notebook(cells=[new_code_cell("x = 1"), new_code_cell('grader.check("q1")'),
+                             new_code_cell("grader.check_all()", metadata={"tags": ["remove-input"]})])
+    assert notebooks.mark_graded_outputs(nb) == 2
+    assert "tags" not in nb.cells[0].metadata
+    assert nb.cells[1].metadata["tags"] == [notebooks.NBVAL_CHECK]
+    assert nb.cells[2].metadata["tags"] == ["remove-input", notebooks.NBVAL_CHECK]
+    notebooks.mark_graded_outputs(nb)  # idempotent
+    assert nb.cells[2].metadata["tags"].count(notebooks.NBVAL_CHECK) == 1

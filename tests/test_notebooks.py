@@ -1,6 +1,7 @@
 """Every course notebook: stored without outputs, with a parameters cell, executed with papermill.
 
-The executed copies land in _build/executed/ (nbval re-checks them and the book build reuses them).
+Each notebook is executed once, here; the copies land in _build/executed/, where the book build
+reuses them and nbval runs the solutions again to compare their grades (the Makefile's `nbval`).
 """
 from __future__ import annotations
 
@@ -77,3 +78,8 @@ def test_notebook_executes_within_budget(path, monkeypatch, tmp_path):
         passed = {r["question"] for r in results if r["chapter_id"] == chapter and r["passed"]}
         expected = {q.name for q in load_questions(chapter)}
         assert passed == expected, f"{path}: questions not passed by the solution: {sorted(expected - passed)}"
+        # nbval (the Makefile's `nbval`) compares these cells' grades with a second run.
+        executed = nbformat.read(ROOT / "_build" / "executed" / path, as_version=4)
+        graded = [c for c in executed.cells if c.cell_type == "code" and "grader.check" in c.source]
+        assert graded and all("nbval-check-output" in c.metadata.get("tags", []) for c in graded), (
+            f"{path}: the grading cells of the executed copy are not tagged for nbval")

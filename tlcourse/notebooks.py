@@ -25,8 +25,8 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["course_notebooks", "time_limit", "execute_notebook", "run_notebooks", "is_up_to_date",
-           "seed_book_cache", "check_html",
+__all__ = ["course_notebooks", "time_limit", "execute_notebook", "mark_graded_outputs", "run_notebooks",
+           "is_up_to_date", "seed_book_cache", "check_html",
            "write_timings_table", "main_timings"]
 
 CHAPTER_LIMIT_S = 60.0   # each chapter notebook, CPU defaults, on the 2-core reference machine
@@ -34,6 +34,8 @@ SOLUTION_LIMIT_S = 20.0  # each solution notebook
 EXECUTED = Path("_build") / "executed"
 CACHE = Path("_build") / ".jupyter_cache"
 TIMINGS_PAGE = Path("book") / "timings.md"
+# nbval compares the outputs of cells with this tag between its run and the stored copy.
+NBVAL_CHECK = "nbval-check-output"
 
 
 def course_notebooks(root: Path | str = ".") -> list[Path]:
@@ -80,10 +82,32 @@ def execute_notebook(path: Path | str, root: Path | str = ".", parameters: dict 
             else:
                 os.environ[key] = value
     seconds = time.perf_counter() - start
+    if path.parts[0] == "solutions":
+        executed = nbformat.read(out, as_version=4)
+        if mark_graded_outputs(executed):
+            nbformat.write(executed, out)
     record = {"notebook": path.as_posix(), "seconds": round(seconds, 1), "limit": time_limit(path),
               "parameters": parameters or {}, "threads": threads or "default"}
     out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def mark_graded_outputs(nb) -> int:
+    """Tag every code cell that calls ``grader.check`` or ``grader.check_all`` with
+    ``nbval-check-output``; return how many cells were tagged.
+
+    nbval (``--nbval-lax``) then compares those cells' outputs, the grades, between the executed
+    copy and its own second run: a solution whose grade changes from one run to the next (an
+    unseeded shuffle, a result that depends on thread timing) fails instead of passing by luck.
+    """
+    tagged = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "grader.check" in cell.source:
+            tags = cell.metadata.setdefault("tags", [])
+            if NBVAL_CHECK not in tags:
+                tags.append(NBVAL_CHECK)
+            tagged += 1
+    return tagged
 
 
 def seed_book_cache(root: Path | str = ".") -> list[str]:
