@@ -43,7 +43,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .compare import _batches, _fast_layout, score
+from .compare import score
+from .train import channels_last, index_batches
 from .train import model_device
 
 __all__ = ["as_curves", "jumpstart", "asymptote", "asymptotic_gap", "area_under_curve", "transfer_ratio",
@@ -292,11 +293,11 @@ def record_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_val: torc
     device = model_device(model)
     if x.ndim == 4:
         model.to(memory_format=torch.channels_last)
-    x, x_val = _fast_layout(x), _fast_layout(x_val)
+    x, x_val = channels_last(x), channels_last(x_val)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, foreach=True)
-    batches = _batches(len(x), batch_size, torch.Generator().manual_seed(seed))
+    batches = index_batches(len(x), batch_size, torch.Generator().manual_seed(seed))
     at, acc, loss = [], [], []
-    tracked = {name: (_fast_layout(xs), ys, []) for name, (xs, ys) in (track or {}).items()}
+    tracked = {name: (channels_last(xs), ys, []) for name, (xs, ys) in (track or {}).items()}
 
     def record(step):
         metrics = score(model, x_val, y_val)

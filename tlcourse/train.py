@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -22,7 +22,8 @@ from ._progress import tqdm
 
 from .batchnorm import keep_frozen_batchnorm_in_eval
 
-__all__ = ["History", "fit", "evaluate", "predict", "model_device", "make_loader"]
+__all__ = ["History", "fit", "evaluate", "predict", "model_device", "make_loader", "index_batches",
+           "channels_last"]
 
 
 @dataclass
@@ -61,6 +62,33 @@ def model_device(model: nn.Module) -> torch.device:
     for tensor in list(model.parameters()) + list(model.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+def index_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless shuffled index batches over ``range(n)``, reshuffled every pass by ``generator``.
+
+    A last batch of a single example joins the previous one: BatchNorm cannot normalise a batch
+    of one. For the step-counted loops of the chapters (equal budgets in steps, not epochs).
+
+    >>> [b.tolist() for b, _ in zip(index_batches(5, 2, torch.Generator().manual_seed(0)), range(2))]
+    [[4, 0], [1, 3, 2]]
+    """
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"index_batches needs n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
+    while True:
+        order = torch.randperm(n, generator=generator)
+        cuts = list(range(0, n, batch_size))
+        if len(cuts) > 1 and n - cuts[-1] == 1:
+            cuts.pop()
+        for i, start in enumerate(cuts):
+            yield order[start:cuts[i + 1] if i + 1 < len(cuts) else n]
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Images (N, C, H, W) in channels-last memory order, anything else unchanged: the same values,
+    and on a CPU about 30 % faster through convolutions when the model is channels-last too
+    (``model.to(memory_format=torch.channels_last)``). Slices ``x[i:j]`` keep the order."""
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
 
 
 def make_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int = 128, shuffle: bool = False,
