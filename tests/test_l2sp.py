@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tlcourse.l2sp import fit_with_l2sp, l2sp_loss, l2sp_penalty, starting_point
-from tlcourse.train import evaluate, make_loader
+from tlcourse.l2sp import fit_with_l2sp, l2sp_penalty, l2sp_regulariser, starting_point
+from tlcourse.train import evaluate, fit, make_loader
 
 
 class Tiny(nn.Module):
@@ -72,17 +72,21 @@ def test_bad_inputs_fail_loudly(tiny):
         starting_point(tiny, head="classifier")
 
 
-def test_loss_adds_the_penalty_in_training_mode_only(tiny):
+def test_regulariser_adds_the_penalty_to_the_training_loss_only(tiny):
     ref = starting_point(tiny)
     with torch.no_grad():
         tiny.body.weight.add_(1.0)
-    loss_fn = l2sp_loss(tiny, ref, alpha=1.0)
-    x, y = torch.randn(4, 2), torch.tensor([0, 1, 0, 1])
+    reg = l2sp_regulariser(ref, alpha=1.0)
+    assert reg(tiny).item() == pytest.approx(0.5 * 4.0)
+    x, y = torch.randn(8, 2), torch.tensor([0, 1] * 4)
     plain = F.cross_entropy(tiny(x), y).item()
-    tiny.train()
-    assert loss_fn(tiny(x), y).item() == pytest.approx(plain + 0.5 * 4.0, rel=1e-5)
-    tiny.eval()
-    assert loss_fn(tiny(x), y).item() == pytest.approx(plain)
+    # fit with a zero learning rate: the reported training loss is CE + penalty, the validation loss CE.
+    history = fit(tiny, make_loader(x, y, 8), epochs=1, optimizer=torch.optim.SGD(tiny.parameters(), lr=0.0),
+                  val_loader=make_loader(x, y, 8), regulariser=reg, progress=False)
+    assert history.rows[0]["train_loss"] == pytest.approx(plain + 2.0, rel=1e-5)
+    assert history.rows[0]["val_loss"] == pytest.approx(plain, rel=1e-5)
+    with pytest.raises(ValueError, match="alpha and beta must be >= 0"):
+        l2sp_regulariser(ref, alpha=-1.0)
 
 
 def test_large_alpha_keeps_the_shared_weights_near_the_start():

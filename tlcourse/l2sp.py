@@ -11,11 +11,10 @@ back towards their pretrained values ``w_s^0`` and decays only the new head towa
 other trainable parameter (the freshly initialised classifier). ``alpha`` and ``beta`` are
 hyper-parameters, chosen per task on validation data.
 
-How it plugs into the course's training loop: :func:`tlcourse.train.fit` takes
-``loss_fn(logits, y)``; :func:`l2sp_loss` returns such a function whose closure holds the model
-and adds the penalty **while the model is in training mode only**, so the validation loss that
-``fit`` and :func:`tlcourse.train.evaluate` compute (and early stopping watches) stays the plain
-cross-entropy. :func:`fit_with_l2sp` is that call with the course's usual budget: Adam, a fixed
+How it plugs into the course's training loop: :func:`tlcourse.train.fit` takes a
+``regulariser(model)`` that it adds to the training loss of every step; :func:`l2sp_regulariser`
+returns the L2-SP one. The validation loss that ``fit`` and :func:`tlcourse.train.evaluate`
+compute (and early stopping watches) stays the plain cross-entropy. :func:`fit_with_l2sp` is that call with the course's usual budget: Adam, a fixed
 number of epochs for every arm, the checkpoint of the lowest validation loss (or the last one).
 
 >>> torch.manual_seed(0) and None
@@ -36,7 +35,7 @@ from torch.nn import functional as F
 
 from .train import History, evaluate, fit, make_loader
 
-__all__ = ["starting_point", "l2sp_penalty", "l2sp_loss", "fit_with_l2sp", "accuracy"]
+__all__ = ["starting_point", "l2sp_penalty", "l2sp_regulariser", "fit_with_l2sp", "accuracy"]
 
 
 def _is_head(name: str, head: str | None) -> bool:
@@ -100,31 +99,25 @@ def l2sp_penalty(model: nn.Module, reference: Mapping[str, torch.Tensor], *, alp
     return 0.5 * alpha * shared + 0.5 * beta * other
 
 
-def l2sp_loss(model: nn.Module, reference: Mapping[str, torch.Tensor], *, alpha: float, beta: float = 0.0,
-              head: str | None = "head", base_loss: Callable | None = None) -> Callable:
-    """A ``loss_fn(logits, y)`` for :func:`tlcourse.train.fit`: ``base_loss + l2sp_penalty``.
+def l2sp_regulariser(reference: Mapping[str, torch.Tensor], *, alpha: float, beta: float = 0.0,
+                     head: str | None = "head") -> Callable[[nn.Module], torch.Tensor]:
+    """The ``regulariser`` of :func:`tlcourse.train.fit` for L2-SP: ``model -> l2sp_penalty(model, ...)``.
 
-    The penalty is added only while ``model.training`` is true, so evaluation (``fit``'s
-    validation loss, early stopping, :func:`tlcourse.train.evaluate`) sees ``base_loss`` alone
-    (cross-entropy by default).
+    ``fit`` adds it to the training loss only, so the validation loss stays the plain loss.
 
     >>> net = nn.Linear(2, 2)
-    >>> loss_fn = l2sp_loss(net, {}, alpha=0.0, beta=2.0, head=None)
-    >>> x, y = torch.zeros(1, 2), torch.tensor([0])
-    >>> bool(loss_fn(net(x), y) > F.cross_entropy(net(x), y))
-    True
+    >>> with torch.no_grad():
+    ...     _ = net.weight.fill_(1.0), net.bias.fill_(0.0)
+    >>> l2sp_regulariser({}, alpha=0.0, beta=2.0, head=None)(net).item()   # beta/2 * |w|^2 = 1 * 4
+    4.0
     """
-    base_loss = base_loss or F.cross_entropy
     if alpha < 0 or beta < 0:
         raise ValueError(f"alpha and beta must be >= 0, got alpha={alpha}, beta={beta}")
 
-    def loss_fn(logits, y):
-        loss = base_loss(logits, y)
-        if model.training and (alpha > 0 or beta > 0):
-            loss = loss + l2sp_penalty(model, reference, alpha=alpha, beta=beta, head=head)
-        return loss
+    def regulariser(model: nn.Module) -> torch.Tensor:
+        return l2sp_penalty(model, reference, alpha=alpha, beta=beta, head=head)
 
-    return loss_fn
+    return regulariser
 
 
 def fit_with_l2sp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor,
@@ -154,7 +147,8 @@ def fit_with_l2sp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_val: tor
     torch.manual_seed(seed)
     history = fit(model, make_loader(x, y, batch_size, shuffle=True, seed=seed), epochs=epochs,
                   optimizer=torch.optim.Adam(params, lr=lr),
-                  loss_fn=l2sp_loss(model, reference, alpha=alpha, beta=beta, head=head),
+                  regulariser=(l2sp_regulariser(reference, alpha=alpha, beta=beta, head=head)
+                               if alpha > 0 or beta > 0 else None),
                   val_loader=make_loader(x_val, y_val, 1024),
                   early_stopping=epochs if keep == "best" else None, progress=False)
     steps = epochs * -(-len(x) // batch_size)

@@ -128,7 +128,8 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int, optimizer: tor
         loss_fn: Callable | None = None, val_loader: Iterable | None = None,
         scheduler=None, early_stopping: int | None = None, amp: bool = False,
         progress: bool = True, max_steps: int | None = None, desc: str = "train",
-        frozen_bn_eval: bool = True) -> History:
+        frozen_bn_eval: bool = True, regulariser: Callable[[nn.Module], torch.Tensor] | None = None
+        ) -> History:
     """Train ``model`` and return its :class:`History`.
 
     Args:
@@ -146,6 +147,9 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int, optimizer: tor
         frozen_bn_eval: keep BatchNorm layers whose parameters are all frozen in inference mode
             (see :mod:`tlcourse.finetune`). ``False`` reproduces the classic mistake of letting a
             frozen base's running statistics drift; it exists for the chapter that shows it.
+        regulariser: ``regulariser(model)``, a scalar tensor added to the training loss of every
+            step (for example :func:`tlcourse.l2sp.l2sp_regulariser`); the validation loss, which
+            early stopping watches, is ``loss_fn`` alone. ``train_loss`` reports the sum.
 
     >>> _ = torch.manual_seed(0)
     >>> x, y = torch.randn(64, 2), torch.randint(0, 2, (64,))
@@ -179,6 +183,8 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int, optimizer: tor
             with _autocast(device, amp):
                 logits = model(x)
                 loss = loss_fn(logits.float(), y)
+            if regulariser is not None:
+                loss = loss + regulariser(model)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"training loss became {loss.item()} at epoch {epoch}: lower the learning rate")
