@@ -37,6 +37,19 @@ The public API is chosen here; each concept lives in its own module:
   source/target pair beside the accuracy transfer reaches
 - ``bounds``: the Ben-David et al. (2010) domain-adaptation bound, term by term;
   ``layer_transfer``: Yosinski-style layer-transfer curves (frozen or fine-tuned copied blocks)
+- ``imbalance``: imbalanced targets: stated-ratio subsets, class weights, resampling (imbalanced-learn),
+  logit adjustment, thresholds chosen on validation, the imbalance metrics; ``imbalance_demo``: the
+  letter-detection data and arms of chapter T11
+- ``sequences``: WordPiece fragmentation, truncation and chunk-and-pool for long texts, windowed and
+  normalised time series with a small pretrained 1-D CNN (chapter T12)
+- ``attention``: attention maps, rollout and token-removal interventions on a Transformer encoder;
+  ``peft_tuning``: frozen probe, LoRA (peft) and full fine-tuning on equal batches (chapter T15)
+- ``rl``: PPO on Gymnasium's vectorised CartPole with its physics as parameters, policy and value
+  transfer, kickstarting, policy distillation, domain randomisation (chapter T16)
+- ``bias``: a seeded biased-source construction, Zhao et al.'s bias amplification, subgroup and
+  fairlearn metrics (chapter T18)
+- ``bridge``: bridge (intermediate) domains and staged fine-tuning, the MNIST to MNIST-M splits of
+  chapter G06; ``embedded_validation``: model selection without target labels (IWCV, DEV)
 - ``plots``: learning curves and confusion matrices
 - ``keras_zoo``: the Keras twins of the course's source models
 - ``grading``: instant feedback in exercise notebooks and a notebook grader
