@@ -66,7 +66,7 @@ browser-tools:
 
 # Unit tests and doctests, grading tests, and each notebook executed once with papermill.
 unit: env sandbox-tools
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist load -m "not browser"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist load -m "not browser" --durations=40
 
 # Every chapter is executed once, by papermill in `unit`; the notebook tests and the book build read
 # that copy. nbval runs the solutions a second time and compares their grades (the grading cells are
