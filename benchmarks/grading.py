@@ -101,7 +101,8 @@ def _insert_after(nb, cell_id: str, source: str):
 
 
 def make_class(folder: Path, root: Path = ROOT) -> dict[str, dict]:
-    """Write the 12 notebooks (and the demo, 13th) into ``folder``; return what each must get:
+    """Write every T chapter's solution and exercise, six adversarial notebooks and the demo into
+    ``folder`` (41 notebooks with 18 T chapters); return what each must get:
     ``{"file": {"score": points or "max", "error": substring or None, "note": substring}}``."""
     import nbformat
 

@@ -371,3 +371,17 @@ def test_answers_call_and_returned_float():
     with pytest.raises(AssertionError, match="malformed"):
         returned_float("nonsense", "f()", "2.5")
     assert describe({"unsupported": "ellipsis"}).startswith("`...`")
+
+
+def test_answers_scalar_takes_numbers_and_names_the_rest():
+    import torch
+
+    from tlcourse.grading.answers import NOT_PLAIN, scalar
+
+    for value, expected in ((2, 2.0), (np.float64(0.25), 0.25), (np.array(1.5), 1.5),
+                            (torch.tensor(3.0, requires_grad=True), 3.0), (torch.tensor(7), 7.0)):
+        got = scalar(value)
+        assert type(got) is float and got == expected
+    for bad, kind in ((True, "bool"), (np.bool_(True), "bool"), ([1.0], "list"), ("1.0", "str"),
+                      (torch.ones(1), "Tensor"), (np.ones(2), "ndarray"), (..., "ellipsis")):
+        assert scalar(bad) == f"{NOT_PLAIN}{kind}>", bad

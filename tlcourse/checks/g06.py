@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from tlcourse.grading import Question
-from tlcourse.grading.answers import NOT_PLAIN as _NOT_PLAIN, shown as _shown
+from tlcourse.grading.answers import NOT_PLAIN as _NOT_PLAIN, shown as _shown, scalar as _scalar
 from tlcourse.grading.choice import choice_question
 
 SPLIT_SEED = 0
@@ -34,16 +34,6 @@ SOURCE_STEPS, BRIDGE_STEPS, TARGET_STEPS = 200, 100, 100
 BUDGET = BRIDGE_STEPS + TARGET_STEPS
 LR = 0.01
 N_TEST = 2000
-
-
-def _scalar(value):
-    if isinstance(value, bool):
-        return f"{_NOT_PLAIN}bool>"
-    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0 and value.dtype != object:
-        return float(value)
-    if isinstance(value, (numbers.Real, np.generic)) and not isinstance(value, str):
-        return float(value)
-    return f"{_NOT_PLAIN}{type(value).__name__}>"
 
 
 def _call(fn, name, *args):

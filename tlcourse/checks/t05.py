@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from tlcourse.grading import Question
-from tlcourse.grading.answers import NOT_PLAIN as _NOT_PLAIN, shown as _shown
+from tlcourse.grading.answers import NOT_PLAIN as _NOT_PLAIN, shown as _shown, scalar as _scalar
 from tlcourse.grading.choice import choice_question
 
 # ---------------------------------------------------------------- the exercise's fixed setting
@@ -51,19 +51,6 @@ ARMS = {                  # name: (copied blocks, frozen, L2-SP alpha); None cop
     "L2-SP 1": (4, False, 1.0),
 }
 MITIGATIONS = tuple(a for a in ARMS if a != "scratch")
-
-
-def _scalar(value):
-    """A number (0-d tensors and NumPy scalars included) as a float; anything else described."""
-    if isinstance(value, bool):
-        return f"{_NOT_PLAIN}bool>"
-    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0 and value.dtype != object:
-        return float(value)
-    if isinstance(value, (numbers.Real, np.generic)) and not isinstance(value, str):
-        return float(value)
-    return f"{_NOT_PLAIN}{type(value).__name__}>"
-
-
 
 
 # ---------------------------------------------------------------- q1

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from tlcourse.grading import Question
-from tlcourse.grading.answers import NOT_PLAIN as _NOT_PLAIN, shown as _shown
+from tlcourse.grading.answers import NOT_PLAIN as _NOT_PLAIN, shown as _shown, scalar as _scalar
 from tlcourse.grading.choice import choice_question
 
 # ---------------------------------------------------------------- the exercise's fixed setting
@@ -41,18 +41,6 @@ SPLIT_SEED = 3             # zsl_split(labels, 9, 5, seed=3)
 L2 = 10.0                  # ridge penalty of the attribute map (raw pixels)
 GAMMAS = tuple(round(0.02 * i, 2) for i in range(31))
 Q1_SHAPES = ((100, 75), (300, 75), (600, 75))
-
-
-def _scalar(value):
-    if isinstance(value, bool):
-        return f"{_NOT_PLAIN}bool>"
-    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0 and value.dtype != object:
-        return float(value)
-    if isinstance(value, (numbers.Real, np.generic)) and not isinstance(value, str):
-        return float(value)
-    return f"{_NOT_PLAIN}{type(value).__name__}>"
-
-
 
 
 def _pair(value):

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from tlcourse.grading import Question
-from tlcourse.grading.answers import NOT_PLAIN as _NOT_PLAIN, shown as _shown
+from tlcourse.grading.answers import NOT_PLAIN as _NOT_PLAIN, shown as _shown, scalar as _scalar
 from tlcourse.grading.choice import choice_question
 
 # ---------------------------------------------------------------- the exercise's fixed setting
@@ -55,17 +55,6 @@ K_SHOT, N_VAL, N_TEST = 4, 15, 50
 WINDOWS = (32, 128, 256)
 LR, MAX_STEPS = 3e-3, 100
 TUNE_SEED = 0             # tune_lr(..., seed=TUNE_SEED)
-
-
-def _scalar(value):
-    """A number (0-d tensors and NumPy scalars included) as a float; anything else described."""
-    if isinstance(value, bool):
-        return f"{_NOT_PLAIN}bool>"
-    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0 and value.dtype != object:
-        return float(value)
-    if isinstance(value, (numbers.Real, np.generic)) and not isinstance(value, str):
-        return float(value)
-    return f"{_NOT_PLAIN}{type(value).__name__}>"
 
 
 @functools.lru_cache(maxsize=1)

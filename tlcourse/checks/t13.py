@@ -34,7 +34,7 @@ import torch
 from torch.nn import functional as F
 
 from tlcourse.grading import Question
-from tlcourse.grading.answers import NOT_PLAIN as _NOT_PLAIN, shown as _shown
+from tlcourse.grading.answers import NOT_PLAIN as _NOT_PLAIN, shown as _shown, scalar as _scalar
 from tlcourse.grading.choice import choice_question
 
 # ---------------------------------------------------------------- the exercise's fixed setting
@@ -44,19 +44,6 @@ TEMPERATURES = (1, 4, 16)
 ALPHA = 0.9
 Q1_CASES = ((4.0, 0.9), (1.0, 0.5), (8.0, 1.0), (2.0, 0.0), (3.0, 0.7))
 _N, _C = 16, 10
-
-
-def _scalar(value):
-    """A number (0-d tensors and NumPy scalars included) as a float; anything else described."""
-    if isinstance(value, bool):
-        return f"{_NOT_PLAIN}bool>"
-    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0 and value.dtype != object:
-        return float(value)
-    if isinstance(value, (numbers.Real, np.generic)) and not isinstance(value, str):
-        return float(value)
-    return f"{_NOT_PLAIN}{type(value).__name__}>"
-
-
 
 
 # ---------------------------------------------------------------- q1

@@ -37,24 +37,13 @@ import numpy as np
 import torch
 
 from tlcourse.grading import Question
-from tlcourse.grading.answers import NOT_PLAIN as _NOT_PLAIN, shown as _shown
+from tlcourse.grading.answers import NOT_PLAIN as _NOT_PLAIN, shown as _shown, scalar as _scalar
 from tlcourse.grading.choice import choice_question
 
 BLOCK = 4               # the exercise cuts EfficientNet-Lite0 after _blocks.4
 N_CLASSES = 10
 MIN_AGREEMENT = 0.80
 _MB = 1e6
-
-
-def _scalar(value):
-    """A number (0-d tensors and NumPy scalars included) as a float; anything else described."""
-    if isinstance(value, bool):
-        return f"{_NOT_PLAIN}bool>"
-    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0 and value.dtype != object:
-        return float(value)
-    if isinstance(value, (numbers.Real, np.generic)) and not isinstance(value, str):
-        return float(value)
-    return f"{_NOT_PLAIN}{type(value).__name__}>"
 
 
 # ---------------------------------------------------------------- references (trusted side)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from tlcourse.grading import Question
-from tlcourse.grading.answers import NOT_PLAIN as _NOT_PLAIN, shown as _shown
+from tlcourse.grading.answers import NOT_PLAIN as _NOT_PLAIN, shown as _shown, scalar as _scalar
 from tlcourse.grading.choice import choice_question
 
 # ---------------------------------------------------------------- the exercise's fixed setting
@@ -42,17 +42,6 @@ IMAGE_SIZE = 16
 HIGH = tuple(range(5, 10))                      # the binary outcome: "the digit is 5-9"
 Q1_CASES = ((4, 2), (5, 2), (6, 3), (4, 3), (5, 3), (6, 2))   # (outputs, groups)
 TOLERANCE = 0.005
-
-
-def _scalar(value):
-    """A number (0-d tensors and NumPy scalars included) as a float; anything else described."""
-    if isinstance(value, bool):
-        return f"{_NOT_PLAIN}bool>"
-    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0 and value.dtype != object:
-        return float(value)
-    if isinstance(value, (numbers.Real, np.generic)) and not isinstance(value, str):
-        return float(value)
-    return f"{_NOT_PLAIN}{type(value).__name__}>"
 
 
 # ---------------------------------------------------------------- q1

@@ -26,7 +26,7 @@ import numpy as np
 
 from .plain import PlainDataError, to_plain
 
-__all__ = ["plain_or_type", "call", "describe", "returned_float", "NOT_PLAIN", "not_plain", "shown"]
+__all__ = ["plain_or_type", "call", "describe", "returned_float", "scalar", "NOT_PLAIN", "not_plain", "shown"]
 
 # What a collect step returns in place of a value that cannot cross as plain data (a tensor with
 # grad, a model, the placeholder ``...``): a string that the grade step recognises and names.
@@ -39,6 +39,26 @@ def plain_or_type(value):
         return to_plain(value)
     except PlainDataError:
         return {"unsupported": type(value).__name__}
+
+
+def scalar(value):
+    """A number answer as a float (Python and NumPy numbers, 0-d tensors and arrays), or a
+    ``NOT_PLAIN`` description of anything else (a bool, a list, a 1-element tensor), for a collect step.
+
+    >>> scalar(np.float32(0.5)), scalar(3), scalar(True), scalar([1.0])
+    (0.5, 3.0, '<not plain data: bool>', '<not plain data: list>')
+    """
+    import numbers
+
+    if isinstance(value, (bool, np.bool_)):
+        return f"{NOT_PLAIN}bool>"
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype != object:
+        return float(value)
+    if type(value).__module__.startswith("torch") and getattr(value, "ndim", None) == 0:
+        return float(value)
+    if isinstance(value, (numbers.Real, np.generic)) and not isinstance(value, str):
+        return float(value)
+    return f"{NOT_PLAIN}{type(value).__name__}>"
 
 
 def call(function, *args, **kwargs) -> dict:
